@@ -1,0 +1,297 @@
+"""Text generation: turning next-token logits into tokens, one step at a time.
+
+The pieces are small pure functions of a logits tensor (`top_k_mask`, `top_p_mask`,
+`apply_repetition_penalty`, `sample_next`); randomness comes only from an explicit
+`torch.Generator`, so a seeded call gives the same tokens every time. `generate` and `stream`
+compose them with the model and a `KVCache`; `beam_search` keeps several candidate
+continuations and returns the most probable one.
+
+Context length: the model sees at most block_size tokens. Without a cache, each step feeds the
+last block_size tokens. With a cache, the prompt (cropped to block_size) is processed once, and
+each step then feeds one token; once the cache holds block_size positions there is no room for
+another, and generation falls back to recomputing the cropped window each step, exactly what
+the uncached path does. So the two paths give the same tokens, at any length.
+
+Left out on purpose: speculative decoding, batched prompts of different lengths (padding),
+min-p and typical sampling. References: Holtzman et al. 2020 (nucleus sampling), Keskar et al.
+2019 (CTRL repetition penalty), Fan et al. 2018 (top-k sampling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from gptlib.kv_cache import KVCache
+
+
+def top_k_mask(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row; set the others to -inf (Fan et al. 2018).
+
+    >>> top_k_mask(torch.tensor([[1.0, 3.0, 2.0, 0.0]]), k=2)
+    tensor([[-inf, 3., 2., -inf]])
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {k!r}")
+    k = min(k, logits.size(-1))
+    top = torch.topk(logits, k, dim=-1).indices  # (B, k); on ties exactly k are kept
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)  # (B, V)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def top_p_mask(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most likely tokens whose mass is >= p.
+
+    Holtzman et al. 2020, Sec. 3.1. A token is kept when the mass of the tokens more likely than
+    it is still below p. With probabilities 0.5, 0.3, 0.15, 0.05 and p = 0.7, the masses before
+    each token are 0, 0.5, 0.8, 0.95, so the first two are kept (0.5 + 0.3 = 0.8 >= 0.7):
+
+    >>> probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    >>> top_p_mask(probs.log(), p=0.7).exp()
+    tensor([[0.5000, 0.3000, 0.0000, 0.0000]])
+    """
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {p!r}")
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+    probs = F.softmax(sorted_logits, dim=-1)  # (B, V)
+    mass_before = torch.cumsum(probs, dim=-1) - probs  # (B, V), 0 for the most likely token
+    keep_sorted = mass_before < p  # (B, V); the most likely token is always kept
+    keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)  # back to vocab order
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def apply_repetition_penalty(
+    logits: torch.Tensor, previous_ids: torch.Tensor, penalty: float
+) -> torch.Tensor:
+    """Make tokens that already occur less likely (Keskar et al. 2019, CTRL, Sec. 4.1).
+
+    A positive logit of a seen token is divided by `penalty`, a negative one multiplied, so the
+    token always loses probability when penalty > 1. penalty = 1 changes nothing.
+
+    >>> apply_repetition_penalty(torch.tensor([[2.0, -1.0, 3.0]]), torch.tensor([[0, 1]]), 2.0)
+    tensor([[ 1., -2.,  3.]])
+    """
+    if penalty <= 0:
+        raise ValueError(f"repetition_penalty must be positive, got {penalty!r}")
+    if penalty == 1.0:
+        return logits
+    seen = logits.gather(-1, previous_ids)  # (B, T) logits of the tokens already present
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)  # (B, T)
+    return logits.scatter(-1, previous_ids, seen)  # (B, V)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick one next token per row from logits (B, V); returns a LongTensor (B,).
+
+    temperature = 0 means greedy (argmax); otherwise the logits are divided by the temperature,
+    filtered by top-k and then top-p, and one token is drawn with `generator`.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)  # (B,)
+    logits = logits / temperature  # (B, V)
+    if top_k is not None:
+        logits = top_k_mask(logits, top_k)
+    if top_p is not None:
+        logits = top_p_mask(logits, top_p)
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+
+
+def _steps(
+    model: torch.nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    repetition_penalty: float,
+    stop_tokens: Sequence[int],
+    generator: torch.Generator | None,
+    use_cache: bool,
+) -> Iterator[torch.Tensor]:
+    """Yield the next tokens (B,) one step at a time; the core of `generate` and `stream`."""
+    block_size = model.config.block_size
+    stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=idx.device)
+    finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
+    filler = torch.zeros_like(finished, dtype=torch.long)  # stop token each finished row ended on
+    cache = KVCache.for_model(model, idx.size(0)) if use_cache else None
+    seq = idx  # (B, T + generated so far)
+    for _ in range(max_new_tokens):
+        with torch.no_grad():  # per step, so the caller's code between yields keeps autograd
+            if cache is None or cache.length >= block_size:  # no cache, or it is full: recompute
+                logits, _ = model(seq[:, -block_size:])  # (B, T', V)
+            elif cache.length == 0:  # first step with a cache: the prompt, cropped, in one pass
+                logits, _ = model(seq[:, -block_size:], kv_cache=cache)  # (B, T', V)
+            else:  # later steps: only the newest token goes through the network
+                logits, _ = model(seq[:, -1:], kv_cache=cache)  # (B, 1, V)
+            logits = apply_repetition_penalty(logits[:, -1, :].float(), seq, repetition_penalty)
+            nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+        nxt = torch.where(finished, filler, nxt)  # finished rows repeat their stop token
+        hit = torch.isin(nxt, stops) & ~finished  # (B,)
+        filler = torch.where(hit, nxt, filler)
+        finished = finished | hit
+        seq = torch.cat([seq, nxt[:, None]], dim=1)  # (B, T + 1)
+        yield nxt
+        if finished.all():
+            return
+
+
+def generate(
+    model: torch.nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    stop_tokens: Sequence[int] = (),
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Continue the prompts `idx` (B, T) by up to max_new_tokens tokens.
+
+    Args:
+        model: a `gptlib.model.GPT`; it runs in eval mode and its mode is restored afterwards.
+        idx: (B, T) prompt token ids; prompts longer than block_size are cropped on the left
+            for the model's input, but returned whole.
+        temperature, top_k, top_p, generator: see `sample_next`; temperature=0 is greedy.
+        repetition_penalty: see `apply_repetition_penalty` (it looks at prompt and output).
+        stop_tokens: a row is finished when it produces one of these; it then repeats that
+            token as padding, and generation ends early once every row is finished.
+        use_cache: reuse keys and values with a `KVCache` (same tokens, much faster).
+    Returns:
+        (B, T + n) LongTensor: prompt followed by n <= max_new_tokens new tokens.
+    """
+    new = list(stream_batch(model, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, repetition_penalty=repetition_penalty,
+                            stop_tokens=stop_tokens, generator=generator, use_cache=use_cache))
+    if not new:
+        return idx
+    return torch.cat([idx, torch.stack(new, dim=1)], dim=1)  # (B, T + n)
+
+
+def stream_batch(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
+                 **kwargs) -> Iterator[torch.Tensor]:
+    """Like `generate`, but yields each step's new tokens (B,) as soon as they are chosen."""
+    options = dict(temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
+                   stop_tokens=(), generator=None, use_cache=True)
+    unknown = set(kwargs) - set(options)
+    if unknown:
+        raise TypeError(f"unknown generation option(s) {sorted(unknown)}")
+    options.update(kwargs)
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    was_training = model.training
+    model.eval()
+    try:
+        yield from _steps(model, idx, max_new_tokens, **options)
+    finally:
+        model.train(was_training)
+
+
+def stream(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
+           **kwargs) -> Iterator[int]:
+    """Yield new token ids one by one for a single prompt idx (1, T); same options as generate.
+
+    Useful to print text as it is produced. The tokens are those `generate` would return.
+    """
+    if idx.dim() != 2 or idx.size(0) != 1:
+        raise ValueError(f"stream() takes one prompt of shape (1, T), got {tuple(idx.shape)}")
+    for nxt in stream_batch(model, idx, max_new_tokens, **kwargs):
+        yield int(nxt.item())
+
+
+@torch.no_grad()
+def sequence_log_prob(model: torch.nn.Module, seq: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """Sum of log p(token | tokens before it) over seq[:, prompt_len:]; seq (B, T) -> (B,)."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits, _ = model(seq[:, :-1])  # (B, T-1, V): prediction for positions 1..T-1
+    finally:
+        model.train(was_training)
+    logp = F.log_softmax(logits.float(), dim=-1).gather(-1, seq[:, 1:, None])[..., 0]  # (B, T-1)
+    return logp[:, prompt_len - 1 :].sum(dim=-1)  # (B,)
+
+
+@torch.no_grad()
+def beam_search(
+    model: torch.nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    beam_size: int = 4,
+    length_penalty: float = 1.0,
+    stop_tokens: Sequence[int] = (),
+) -> torch.Tensor:
+    """The most probable continuation found by keeping `beam_size` candidates at every step.
+
+    Each candidate's score is its total log-probability; finished candidates (ending in a stop
+    token, or reaching max_new_tokens) are compared by score / n ** length_penalty, n being
+    the number of new tokens (Wu et al. 2016 use a similar normalisation), so that
+    length_penalty=0 prefers short outputs and larger values longer ones. A candidate that
+    ends in a stop token is finished if it scores well enough to enter the beam; the search
+    ends when `beam_size` candidates are finished or after max_new_tokens steps.
+
+    Args:
+        idx: (1, T) one prompt; it is cropped on the left so that T + max_new_tokens fits in
+            block_size (all steps use one KVCache, reordered as beams split and die).
+    Returns:
+        (1, T + n) LongTensor with the best candidate, n <= max_new_tokens.
+    """
+    if idx.dim() != 2 or idx.size(0) != 1:
+        raise ValueError(f"beam_search() takes one prompt of shape (1, T), got {tuple(idx.shape)}")
+    if beam_size < 1 or max_new_tokens < 1:
+        raise ValueError("beam_size and max_new_tokens must be at least 1")
+    room = model.config.block_size - max_new_tokens  # prompt tokens the context can still hold
+    if room < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for the prompt in "
+                         f"block_size={model.config.block_size}")
+    was_training = model.training
+    model.eval()
+    try:
+        prompt = idx[:, -room:]  # (1, T')
+        cache = KVCache.for_model(model, 1, max_len=prompt.size(1) + max_new_tokens)
+        logits, _ = model(prompt, kv_cache=cache)  # (1, T', V)
+        scores = torch.zeros(1, device=idx.device)  # (beams,) summed log-probs, one beam so far
+        beams = idx.new_zeros(1, 0)  # (beams, n) new tokens of each beam
+        finished: list[tuple[float, torch.Tensor]] = []
+        stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=idx.device)
+        for step in range(max_new_tokens):
+            logp = F.log_softmax(logits[:, -1, :].float(), dim=-1)  # (beams, V)
+            cand = scores[:, None] + logp  # (beams, V) score of every one-token extension
+            V = cand.size(-1)
+            alive_cand = cand.clone()
+            alive_cand[:, stops] = float("-inf")  # stop tokens end a beam instead
+            top, flat = alive_cand.view(-1).topk(beam_size)  # (beam_size,)
+            if len(stops):  # stop-ending candidates that would have made it into the beam
+                stop_scores = cand[:, stops]  # (beams, n_stops)
+                for b, s in (stop_scores >= top[-1]).nonzero().tolist():
+                    seq = torch.cat([beams[b], stops[s : s + 1]])  # (n + 1,)
+                    finished.append((stop_scores[b, s].item() / (step + 1) ** length_penalty, seq))
+            if len(finished) >= beam_size:
+                beams, scores = beams[:0], scores[:0]  # unfinished beams are not candidates
+                break
+            parent, token = flat // V, flat % V  # (beam_size,) each
+            beams = torch.cat([beams[parent], token[:, None]], dim=1)  # (beam_size, n + 1)
+            scores = top
+            if step == max_new_tokens - 1:
+                break  # the last tokens need no forward pass
+            cache.reorder(parent)  # beam i continues the keys and values of its parent
+            logits, _ = model(token[:, None], kv_cache=cache)  # (beam_size, 1, V)
+        n = beams.size(1)  # beams that reached max_new_tokens compete with the finished ones
+        finished += [(s.item() / n**length_penalty, b) for s, b in zip(scores, beams, strict=True)]
+        best = max(finished, key=lambda pair: pair[0])[1]  # (n,)
+        return torch.cat([idx, best[None].to(idx)], dim=1)  # (1, T + n)
+    finally:
+        model.train(was_training)

@@ -1,0 +1,376 @@
+"""The GPT model: configuration, attention, MLP, transformer block, and the full network.
+
+This is the decoder-only transformer of GPT-2 (Radford et al. 2019), itself the decoder of
+Vaswani et al. (2017) with LayerNorm moved to the input of each sub-layer ("pre-LN").
+Left out on purpose: dropout variants, rotary/ALiBi positions, grouped-query attention, and
+every other switch that would change the figure in the book; extensions (LoRA, heads for
+classification) wrap this model instead of adding flags to it.
+
+Shape legend used in every comment:
+    B  batch size          T  time (tokens in this call)    C  channels (n_embd)
+    nh number of heads     hs head size (C // nh)           V  vocabulary size
+    S  keys attended to (cached tokens + T)
+
+GPT-2 parameter names and the book's notation:
+    wte          token embedding E (its transpose is also the output layer: weight tying)
+    wpe          learned position embedding P
+    attn.c_attn  one Linear holding W_Q, W_K, W_V side by side, output (B, T, 3C)
+    attn.c_proj  the output projection W_O
+    mlp.c_fc     W_1 (C -> 4C), mlp.c_proj  W_2 (4C -> C)
+    ln_1, ln_2, ln_f   LayerNorms before attention, before the MLP, and at the end
+    lm_head      the output layer, tied to wte
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from gptlib.kv_cache import KVCache
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    # tests and quick notebook demos: trains in seconds on a CPU
+    "tiny": dict(vocab_size=256, block_size=64, n_layer=2, n_head=2, n_embd=64),
+    # chapters that train live (byte-level vocabulary, a few minutes on a laptop)
+    "small": dict(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=128),
+    # the book's pretrained model: about 3.5M parameters with the book's BPE tokenizer
+    "book": dict(vocab_size=4096, block_size=256, n_layer=6, n_head=6, n_embd=192, dropout=0.1),
+    # GPT-2 small, 124M parameters (Radford et al. 2019, Table 2)
+    "gpt2": dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+}
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Hyper-parameters of a GPT. Frozen: derive variants with `dataclasses.replace`."""
+
+    vocab_size: int = 50257
+    block_size: int = 1024  # context length: the most tokens the model sees at once
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
+    attention: str = "sdpa"  # "sdpa" (fused kernel) or "explicit" (softmax written out)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                "each head gets n_embd // n_head channels, so pick n_embd as a multiple of n_head"
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (
+            0.0 <= self.dropout < 1.0
+        ):
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"bias must be True or False, got {self.bias!r}")
+        if self.attention not in ("sdpa", "explicit"):
+            raise ValueError(f"attention must be 'sdpa' or 'explicit', got {self.attention!r}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> GPTConfig:
+        """A named configuration ("tiny", "small", "book", "gpt2"), optionally with overrides."""
+        if name not in _PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(_PRESETS)}")
+        return cls.from_dict({**_PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention (Vaswani et al. 2017, Sec. 3.2), two equal code paths."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.attention = config.attention
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        # mask[i, j] is True where query position i may look at key position j <= i
+        mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
+        self.register_buffer("mask", mask, persistent=False)
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        heads = [t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)]
+        return heads[0], heads[1], heads[2]  # 3 x (B, nh, T, hs)
+
+    def attention_weights(self, q: torch.Tensor, k: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """softmax(Q K^T / sqrt(hs)) with the causal mask (Vaswani et al. 2017, Eq. 1).
+
+        Args:
+            q: (B, nh, T, hs) queries for positions start .. start+T-1.
+            k: (B, nh, S, hs) keys for positions 0 .. S-1 (S = start + T).
+        Returns:
+            (B, nh, T, S) attention weights; each row sums to 1.
+        """
+        T, S = q.size(-2), k.size(-2)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, S)
+        # query at absolute position start+i sees keys 0..start+i: row start+i of the mask
+        allowed = self.mask[start : start + T, :S]  # (T, S)
+        att = att.masked_fill(~allowed, float("-inf"))  # (B, nh, T, S)
+        return F.softmax(att, dim=-1)  # (B, nh, T, S)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0):
+        """x: (B, T, C) -> (B, T, C). With a KVCache, new queries also attend to cached keys."""
+        B, T, C = x.size()
+        q, k, v = self._qkv(x)  # 3 x (B, nh, T, hs)
+        start = 0
+        if kv_cache is not None:
+            start = kv_cache.length
+            k, v = kv_cache.update(layer, k, v)  # 2 x (B, nh, S, hs), S = start + T
+        if self.attention == "explicit":
+            att = self.attn_dropout(self.attention_weights(q, k, start))  # (B, nh, T, S)
+            y = att @ v  # (B, nh, T, hs)
+        else:
+            p = self.dropout if self.training else 0.0
+            if start == 0:  # square mask, aligned at the top-left: the fused causal kernel
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            elif T == 1:  # one new token may see every cached position: no mask needed
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            else:  # several new tokens after a cache: the mask rows start .. start+T-1
+                mask = self.mask[start : start + T, : k.size(-2)]  # (T, S)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
+        return self.resid_dropout(self.c_proj(y))  # W_O (Vaswani et al. 2017, Sec. 3.2.2)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network (Vaswani et al. 2017, Sec. 3.3) with GELU."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GELU, tanh form (Hendrycks & Gimpel 2016)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, 4C) -> (B, T, C)
+
+
+class Block(nn.Module):
+    """One transformer block: pre-LayerNorm attention and MLP, each inside a residual."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)  # Ba et al. 2016
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0):
+        """x: (B, T, C) -> (B, T, C); `layer` says which slot of the cache is this block's."""
+        x = x + self.attn(self.ln_1(x), kv_cache, layer)  # residual (He et al. 2016)
+        x = x + self.mlp(self.ln_2(x))  # LayerNorm first: GPT-2 (Radford et al. 2019, Sec. 2.3)
+        return x  # (B, T, C)
+
+
+def init_weights(model: GPT) -> None:
+    """Initialise every parameter of `model`; the only place where weights get their start.
+
+    ==========================================  ====================================  ==========
+    parameter                                   init                                  why
+    ==========================================  ====================================  ==========
+    Linear weights (c_attn, c_fc)               normal(0, 0.02)                       GPT-2
+    residual projections (attn.c_proj,          normal(0, 0.02 / sqrt(2 * n_layer))   note 1
+    mlp.c_proj)
+    Linear biases                               0                                     GPT-2
+    wte, wpe (lm_head shares wte)               normal(0, 0.02)                       GPT-2
+    LayerNorm weight / bias                     1 / 0                                 identity
+    ==========================================  ====================================  ==========
+
+    Note 1: each block adds two outputs to the residual stream, so it ends as a sum of
+    2 * n_layer terms; shrinking each by 1/sqrt(2 * n_layer) keeps its variance independent of
+    depth at initialisation (Radford et al. 2019, Sec. 2.3).
+    """
+    residual_std = 0.02 / math.sqrt(2 * model.config.n_layer)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            if module is model.lm_head:
+                continue  # tied to wte, initialised as an Embedding below
+            std = residual_std if name.endswith("c_proj") else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+class GPT(nn.Module):
+    """A GPT language model: token ids in, next-token logits out."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
+        init_weights(self)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the model.
+
+        Args:
+            idx: (B, T) token ids. With `kv_cache`, the tokens that follow the cached ones.
+            targets: optional (B, T) next-token ids; positions equal to -100 are ignored.
+            kv_cache: optional `gptlib.kv_cache.KVCache`; it is read, extended and advanced by T.
+        Returns:
+            logits (B, T, V) and the mean cross-entropy loss (a scalar) or None.
+        """
+        start = 0 if kv_cache is None else kv_cache.length  # tokens already in the cache
+        B, T = self._check_input(idx, start)
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C) + (T, C) -> (B, T, C)
+        for layer, block in enumerate(self.h):
+            x = block(x, kv_cache, layer)  # (B, T, C)
+        x = self.ln_f(x)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, V)
+        if kv_cache is not None:
+            kv_cache.advance(T)  # every layer has stored its T new keys and values
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-100
+            )
+        return logits, loss
+
+    def _check_input(self, idx: torch.Tensor, start: int) -> tuple[int, int]:
+        if idx.dim() != 2:
+            raise ValueError(
+                f"idx must have shape (B, T), got {tuple(idx.shape)}; "
+                "add a batch dimension with idx[None]"
+            )
+        B, T = idx.shape
+        if start + T > self.config.block_size:
+            cached = f" ({start} cached + {T} new)" if start else ""
+            raise ValueError(
+                f"sequence of length {start + T}{cached} exceeds the context length "
+                f"block_size={self.config.block_size}; crop the prompt (generate() does this "
+                "for you)"
+            )
+        return B, T
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights of every layer, computed with the explicit softmax path.
+
+        Args:
+            idx: (B, T) token ids, T <= block_size.
+        Returns:
+            a list of n_layer tensors (B, nh, T, T); row i is how position i spreads its
+            attention over positions 0..i. Dropout is switched off while they are computed.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            B, T = self._check_input(idx, 0)
+            pos = torch.arange(T, device=idx.device)  # (T,)
+            x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
+            maps = []
+            for block in self.h:
+                q, k, _ = block.attn._qkv(block.ln_1(x))  # 3 x (B, nh, T, hs)
+                maps.append(block.attn.attention_weights(q, k))  # (B, nh, T, T)
+                x = block(x)  # (B, T, C)
+            return maps
+        finally:
+            self.train(was_training)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Number of parameters, the tied wte/lm_head matrix counted once.
+
+        With non_embedding=True the position embedding wpe is left out (a lookup, no compute);
+        wte stays in because, as the tied lm_head, it is a real matrix multiply.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if non_embedding else n
+
+    def param_breakdown(self) -> dict[str, int]:
+        """Parameters by component, for the book's tables; the values add up to "total"."""
+        parts = dict(token_embedding=0, position_embedding=0, attention=0, mlp=0, layernorm=0)
+        for name, p in self.named_parameters():  # tied lm_head.weight is listed once, as wte
+            if name.startswith("wte."):
+                parts["token_embedding"] += p.numel()
+            elif name.startswith("wpe."):
+                parts["position_embedding"] += p.numel()
+            elif ".attn." in name:
+                parts["attention"] += p.numel()
+            elif ".mlp." in name:
+                parts["mlp"] += p.numel()
+            else:
+                parts["layernorm"] += p.numel()
+        parts["total"] = sum(parts.values())
+        return parts
+
+    def flops_per_token(self, training: bool = False, seq_len: int | None = None) -> int:
+        """Approximate FLOPs per token, Kaplan et al. (2020), Table 1.
+
+        Forward pass: 2 N + 2 n_layer T C, where N = num_params(non_embedding=True) (each weight
+        is one multiply and one add) and the second term is attention over a context of
+        T = seq_len (default block_size) tokens. With training=True the result is 3x the
+        forward pass (the backward pass costs about twice the forward).
+        """
+        T = self.config.block_size if seq_len is None else seq_len
+        forward = 2 * self.num_params(non_embedding=True) + 2 * self.config.n_layer * T * (
+            self.config.n_embd
+        )
+        return 3 * forward if training else forward
+
+
+def param_count(config: GPTConfig) -> int:
+    """Closed-form parameter count of GPT(config), with wte and lm_head tied.
+
+    Per block: attention 4C^2 (+4C biases), MLP 8C^2 (+5C biases), two LayerNorms 2C (+2C).
+    Total: V C + block_size C + n_layer (12 C^2 + 13 C) + 2 C with biases,
+    and V C + block_size C + n_layer (12 C^2 + 2 C) + C without.
+
+    >>> param_count(GPTConfig.preset("gpt2"))
+    124439808
+    """
+    C, L = config.n_embd, config.n_layer
+    embeddings = config.vocab_size * C + config.block_size * C
+    if config.bias:
+        return embeddings + L * (12 * C * C + 13 * C) + 2 * C
+    return embeddings + L * (12 * C * C + 2 * C) + C
