@@ -1,0 +1,158 @@
+# GPT from the Ground Up: build, test and teach with the book.
+#
+#   make serve     build the website (if needed) and serve it on http://127.0.0.1:$(PORT)/
+#   make test      everything CI checks: lint, library tests, notebooks, site build, browser test
+#
+# Every target installs what it needs first (`make setup`), so each works on a fresh clone.
+# `make help` lists all targets.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+JB := $(VENV)/bin/jupyter-book
+JUPYTER := $(VENV)/bin/jupyter
+PYTEST := $(VENV)/bin/pytest
+PORT ?= 8000
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Stamps: setup reruns only when its inputs change (or the folder it fills is deleted).
+VENV_STAMP := $(VENV)/.setup-done
+NPM_STAMP := node_modules/.npm-ci-done
+SITE_STAMP := _build/html/.built
+
+NOTEBOOKS := $(shell find chapters -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' 2>/dev/null | sort)
+# `make execute NB=chapters/05-practice/01-environment.ipynb` re-runs just one notebook.
+NB ?= $(NOTEBOOKS)
+BOOK_SOURCES := _config.yml _toc.yml references.bib $(wildcard *.md) \
+	$(shell find chapters figures assets _ext -type f -not -path '*/.ipynb_checkpoints/*' \
+	        -not -name '*.pyc' 2>/dev/null)
+BUILD_FLAGS := -W -n --keep-going
+NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	--nbval-cell-timeout=300 -p no:cacheprovider
+
+.PHONY: help setup book serve execute test lint test-lib test-notebooks nbval test-site \
+	chromium student figures pretrain bench clean distclean
+
+help:
+	@echo "make serve     build the site if needed and serve it on http://127.0.0.1:$(PORT)/"
+	@echo "make test      lint, library tests, notebook checks, strict nbval, site build, browser test"
+	@echo "make setup     create .venv, install pinned packages, gptlib, site assets, corpus"
+	@echo "make book      build the site from the stored notebook outputs into _build/html"
+	@echo "make execute   re-execute every chapter notebook in place (NB=path for one)"
+	@echo "make student   copy the notebooks to student/ without solution cells"
+	@echo "make figures   regenerate figures/ from the scripts in figures/"
+	@echo "make pretrain  train the book's model into checkpoints/book-model"
+	@echo "make bench     run the speed benchmarks in benchmarks/"
+	@echo "make clean     remove _build/ and student/ (distclean: also .venv/ and node_modules/)"
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+setup: $(VENV_STAMP) $(NPM_STAMP)
+
+$(VENV_STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(PIP) install --disable-pip-version-check -q -r requirements.txt
+	$(PIP) install --disable-pip-version-check -q --no-deps -e .
+	@# Download and verify the Shakespeare corpus once (kept in $$GPTLIB_CACHE or ~/.cache/gptlib).
+	$(PY) -m gptlib data
+	touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# ---------------------------------------------------------------------------------------------
+# The website
+
+book: setup
+	$(JB) build . $(BUILD_FLAGS) --all
+	touch $(SITE_STAMP)
+
+$(SITE_STAMP): $(BOOK_SOURCES) $(VENV_STAMP) $(NPM_STAMP)
+	$(MAKE) --no-print-directory book
+
+serve: $(SITE_STAMP)
+	@echo "Serving the book at http://127.0.0.1:$(PORT)/  (Ctrl-C to stop)"
+	$(PY) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks
+
+execute: setup
+	@for nb in $(NB); do \
+	  echo "executing $$nb"; \
+	  $(JUPYTER) nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=600 "$$nb"; \
+	done
+
+# student/<chapter>/<page>.ipynb: solution cells (tag `solution`) removed and outputs cleared;
+# same folder depth as chapters/, so relative paths in the notebooks still resolve.
+student: setup
+	rm -rf student
+	@for dir in $(sort $(dir $(NOTEBOOKS))); do \
+	  out="student/$${dir#chapters/}"; mkdir -p "$$out"; \
+	  $(JUPYTER) nbconvert --to notebook --log-level=WARN \
+	    --TagRemovePreprocessor.enabled=True \
+	    --TagRemovePreprocessor.remove_cell_tags=solution \
+	    --ClearOutputPreprocessor.enabled=True \
+	    --output-dir "$$out" "$$dir"*.ipynb; \
+	done
+	@find student -name '*.ipynb' | sort
+
+figures: setup
+	@shopt -s nullglob; for f in figures/*.py; do echo "running $$f"; $(PY) "$$f"; done
+
+pretrain: setup
+	$(PY) -m gptlib train --config checkpoints/book-model.json --out checkpoints/book-model
+
+bench: setup
+	@shopt -s nullglob; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) "$$f"; done
+
+# ---------------------------------------------------------------------------------------------
+# Tests, in the order CI runs them
+
+test: setup chromium
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory test-lib
+	$(MAKE) --no-print-directory test-notebooks
+	$(MAKE) --no-print-directory nbval
+	$(MAKE) --no-print-directory book
+	$(MAKE) --no-print-directory test-site
+
+lint: setup
+	$(VENV)/bin/ruff check gptlib tests _ext
+
+# Library tests: everything in tests/ except the notebook, TOC and site checks.
+test-lib: setup
+	$(PYTEST) tests -m "not book" -p no:cacheprovider \
+	  --ignore=tests/test_notebooks.py --ignore=tests/test_toc.py --ignore=tests/test_site.py
+
+test-notebooks: setup
+	$(PYTEST) tests/test_notebooks.py tests/test_toc.py -q -p no:cacheprovider
+
+nbval: setup
+	$(PYTEST) $(NBVAL_FLAGS) $(NOTEBOOKS)
+
+# Consumes the site that `make book` just built (BOOK_BUILT=1 skips a second build).
+test-site: setup chromium
+	BOOK_BUILT=1 BOOK_CHROMIUM=$(CHROMIUM) $(PYTEST) -m book tests/test_site.py -p no:cacheprovider
+
+chromium:
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+# ---------------------------------------------------------------------------------------------
+
+clean:
+	rm -rf _build student .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,93 @@
+"""Structure of the committed chapter notebooks (fast: nothing is executed here).
+
+The book promises that what a page shows is what running it gives. nbval re-executes the
+notebooks and compares outputs; these tests check what nbval cannot see:
+
+* every code cell was executed, in order, in one fresh kernel run: execution counts 1, 2, ..., n
+  with no gap and no unexecuted cell (so the stored outputs come from a top-to-bottom run);
+* no stored output is an error;
+* no output leaks a path of the machine that executed it (/root/, /tmp/, /work/, /home/<user>/);
+* the kernelspec is the plain "python3" one that JupyterLab, Colab and nbval all find.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "chapters").glob("**/*.ipynb"))
+NOTEBOOKS = [p for p in NOTEBOOKS if ".ipynb_checkpoints" not in p.parts]
+MACHINE_PATH = re.compile(r"(/root/|/tmp/|/work/|/home/[^/\s]+/|[A-Z]:\\+Users\\+)")
+
+
+def _ids(paths):
+    return [str(p.relative_to(ROOT)) for p in paths]
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def notebook(request):
+    return request.param, nbformat.read(request.param, as_version=4)
+
+
+def _output_text(output) -> str:
+    if output.get("output_type") == "stream":
+        return output.get("text", "")
+    if output.get("output_type") == "error":
+        return "\n".join([output.get("ename", ""), output.get("evalue", "")])
+    data = output.get("data", {})
+    texts = [v for k, v in data.items() if isinstance(v, str) and not k.startswith("image/")]
+    return "\n".join(texts)
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks under chapters/"
+
+
+def test_valid_nbformat(notebook):
+    path, nb = notebook
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+
+
+def test_kernelspec(notebook):
+    path, nb = notebook
+    spec = nb.metadata.get("kernelspec", {})
+    assert spec.get("name") == "python3", f"kernelspec name is {spec.get('name')!r}"
+    assert spec.get("display_name") == "Python 3"
+    assert spec.get("language", "python") == "python"
+
+
+def test_executed_in_order(notebook):
+    path, nb = notebook
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    unexecuted = [i for i, c in enumerate(counts) if c is None]
+    assert not unexecuted, f"code cells never executed (cell positions {unexecuted})"
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"execution counts {counts} are not 1..{len(counts)}: re-run the notebook top to "
+        "bottom in a fresh kernel (`make execute`)"
+    )
+
+
+def test_no_error_outputs(notebook):
+    path, nb = notebook
+    errors = [
+        (i, o.get("ename"), o.get("evalue"))
+        for i, c in enumerate(nb.cells) if c.cell_type == "code"
+        for o in c.outputs if o.get("output_type") == "error"
+    ]
+    assert not errors, f"stored error outputs: {errors}"
+
+
+def test_no_machine_paths(notebook):
+    path, nb = notebook
+    leaks = [
+        (i, m.group(0))
+        for i, c in enumerate(nb.cells) if c.cell_type == "code"
+        for o in c.outputs
+        for m in [MACHINE_PATH.search(_output_text(o))] if m
+    ]
+    assert not leaks, f"outputs show machine paths (cell, match): {leaks}"
