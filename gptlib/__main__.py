@@ -1,0 +1,287 @@
+"""Command line: ``python -m gptlib data | train | sample``, a thin layer over the library.
+
+    python -m gptlib data                                   # fetch and cache the corpus once
+    python -m gptlib train --config run.json --out runs/a   # tokenizer, tokens, model, train
+    python -m gptlib train --config run.json --out runs/a --resume
+    python -m gptlib sample --checkpoint runs/a --prompt "ROMEO:" --top-p 0.9
+
+A run config is JSON:
+
+    {"model": {"preset": "small", "n_layer": 4},      # GPTConfig fields, or a preset + overrides
+     "train": {"max_steps": 2000, "lr": 1e-3},        # TrainConfig fields
+     "tokenizer": {"type": "bpe", "vocab_size": 4096},  # or {"type": "char"}
+     "data": "shakespeare",                           # or the path of a UTF-8 text file
+     "val_fraction": 0.1}
+
+``--set section.key=value`` overrides any entry (the value is read as JSON when it parses). The
+model's ``vocab_size`` always comes from the tokenizer. Mistakes in the input (a missing file, an
+unknown config key, a bad value) end with exit code 2 and a one-line message, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+SECTIONS = {"model": dict, "train": dict, "tokenizer": dict, "data": str, "val_fraction": float}
+DEFAULTS: dict[str, Any] = {"model": {"preset": "small"}, "train": {},
+                            "tokenizer": {"type": "char"}, "data": "shakespeare",
+                            "val_fraction": 0.1}
+
+
+class UsageError(Exception):
+    """A mistake in the command line or the config: reported in one line, exit code 2."""
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare string such as cuda or shakespeare
+
+
+def load_run_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
+    """Read the JSON run config and apply ``section.key=value`` overrides."""
+    config = json.loads(json.dumps(DEFAULTS))
+    if path is not None:
+        try:
+            loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"config file {path} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise UsageError(f"config file {path} is not valid JSON: {e}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"config file {path} must hold a JSON object")
+        config.update(loaded)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
+        section, _, field = key.partition(".")
+        if section not in SECTIONS:
+            raise UsageError(f"--set {item!r}: unknown section {section!r}; "
+                             f"known: {sorted(SECTIONS)}")
+        if field:
+            config.setdefault(section, {})[field] = _parse_value(value)
+        else:
+            config[section] = _parse_value(value)
+    unknown = sorted(set(config) - set(SECTIONS))
+    if unknown:
+        raise UsageError(f"unknown config key(s) {unknown}; known: {sorted(SECTIONS)}")
+    for key, kind in SECTIONS.items():
+        if not isinstance(config[key], kind) and not (kind is float and
+                                                      isinstance(config[key], int)):
+            raise UsageError(f"config key {key!r} must be a {kind.__name__}")
+    return config
+
+
+def _model_config(section: dict[str, Any], vocab_size: int, warn: bool = True):
+    from gptlib.model import GPTConfig
+
+    fields = dict(section)
+    if warn and "vocab_size" in fields and fields["vocab_size"] != vocab_size:
+        logging.getLogger("gptlib").warning(
+            "model.vocab_size=%s replaced by the tokenizer's %d", fields["vocab_size"], vocab_size)
+    fields["vocab_size"] = vocab_size
+    preset = fields.pop("preset", None)
+    return GPTConfig.preset(preset, **fields) if preset else GPTConfig.from_dict(fields)
+
+
+def _tokenizer(section: dict[str, Any], text: str):
+    from gptlib.bpe import BPETokenizer
+    from gptlib.tokenizer import CharTokenizer
+
+    options = dict(section)
+    kind = options.pop("type", "char")
+    if kind == "char":
+        return CharTokenizer().train(text, **options)
+    if kind == "bpe":
+        if "vocab_size" not in options:
+            raise UsageError("tokenizer.vocab_size is required for a bpe tokenizer")
+        return BPETokenizer().train(text, **options)
+    raise UsageError(f"tokenizer.type must be 'char' or 'bpe', got {kind!r}")
+
+
+def _tokens(text: str, tokenizer, out: Path):
+    """Token ids of ``text``, cached in ``out/tokens.bin`` while text and tokenizer are the same."""
+    from gptlib.data import TokenFile, write_token_file
+
+    key = hashlib.sha256(text.encode("utf-8"))
+    key.update(json.dumps(tokenizer.to_dict(), sort_keys=True).encode("utf-8"))
+    meta_path, bin_path = out / "tokens.json", out / "tokens.bin"
+    if meta_path.is_file() and bin_path.is_file():
+        if json.loads(meta_path.read_text()).get("key") == key.hexdigest():
+            return TokenFile(bin_path)
+    tokens = TokenFile(write_token_file(tokenizer.encode(text), bin_path))
+    meta_path.write_text(json.dumps({"key": key.hexdigest(), "tokens": len(tokens)}) + "\n")
+    return tokens
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from gptlib.data import prepare_corpus
+
+    path = prepare_corpus(args.cache_dir)
+    print(f"Shakespeare corpus ready: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gptlib import checkpoint, data, device
+    from gptlib.model import GPT
+    from gptlib.tokenizer import load_tokenizer
+    from gptlib.train import TrainConfig, train
+
+    overrides = list(args.set)
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if args.device is not None:
+        overrides.append(f"train.device={json.dumps(args.device)}")
+    if args.data is not None:
+        overrides.append(f"data={json.dumps(args.data)}")
+    config = load_run_config(args.config, overrides)
+    train_cfg = TrainConfig.from_dict(config["train"])
+    _model_config(config["model"], vocab_size=1, warn=False)  # report typos before the slow part
+    out = Path(args.out or f"runs/{Path(args.config).stem if args.config else 'default'}")
+    if args.resume and not checkpoint.has_checkpoint(out):
+        raise UsageError(f"--resume: no checkpoint in {out}")
+    if not args.resume and checkpoint.has_checkpoint(out):
+        raise UsageError(f"{out} already holds a checkpoint; add --resume to continue it or "
+                         "choose another --out")
+    text = (data.shakespeare_text() if config["data"] == "shakespeare"
+            else data.load_text(config["data"]))
+    out.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        tokenizer = load_tokenizer(out / "tokenizer.json")
+    else:
+        tokenizer = _tokenizer(config["tokenizer"], text)
+        tokenizer.save(out / "tokenizer.json")
+    (out / "run.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    model_cfg = _model_config(config["model"], tokenizer.vocab_size)
+    block_size = train_cfg.block_size or model_cfg.block_size
+    tokens = _tokens(text, tokenizer, out)
+    train_tokens, val_tokens = data.train_val_split(tokens, config["val_fraction"], block_size)
+    device.set_seed(train_cfg.seed)
+    model = GPT(model_cfg)
+    print(f"{type(tokenizer).__name__} with {tokenizer.vocab_size} tokens; {len(train_tokens):,} "
+          f"training and {len(val_tokens):,} validation tokens; {model.num_params():,} parameters")
+    result = train(model, train_tokens, val_tokens, train_cfg, out_dir=out, resume=args.resume,
+                   progress=not args.no_progress, tokenizer=tokenizer)
+    if result.val_loss is not None:
+        print(f"step {result.step}: val loss {result.val_loss:.4f} "
+              f"(perplexity {result.val_perplexity:.2f})")
+    print(f"checkpoint and log.csv in {out}")
+    return 0
+
+
+def _print_stream(model, tokenizer, idx, args, generator) -> None:
+    from gptlib.generate import stream
+
+    ids = idx[0].tolist()
+    shown = len(tokenizer.decode(ids))
+    print(tokenizer.decode(ids), end="", flush=True)  # the prompt, as generate() output has it
+    for token in stream(model, idx, args.max_new_tokens, temperature=args.temperature,
+                        top_k=args.top_k, top_p=args.top_p, generator=generator):
+        ids.append(token)
+        text = tokenizer.decode(ids)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            print(text[shown:], end="", flush=True)
+            shown = len(text)
+    print()
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from gptlib.checkpoint import load_checkpoint
+    from gptlib.device import pick_device
+    from gptlib.generate import beam_search, generate
+
+    dev = pick_device(args.device)
+    ck = load_checkpoint(args.checkpoint, device=dev, load_optimizer=False)
+    if ck.tokenizer is None:
+        raise UsageError(f"the checkpoint in {args.checkpoint} has no tokenizer.json")
+    model, tokenizer = ck.model.eval(), ck.tokenizer
+    idx = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long, device=dev)  # (1, T)
+    if idx.numel() == 0:
+        raise UsageError("the prompt is empty; give at least one character with --prompt")
+    generator = torch.Generator(device=dev).manual_seed(args.seed)
+    if args.beam:
+        out = beam_search(model, idx, args.max_new_tokens, beam_size=args.beam)
+        print(tokenizer.decode(out[0].tolist()))
+        return 0
+    for i in range(args.num_samples):
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        if args.stream:
+            _print_stream(model, tokenizer, idx, args, generator)
+            continue
+        out = generate(model, idx, args.max_new_tokens, temperature=args.temperature,
+                       top_k=args.top_k, top_p=args.top_p, generator=generator)
+        print(tokenizer.decode(out[0].tolist()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gptlib", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("data", help="download and cache the Shakespeare corpus")
+    p.add_argument("--cache-dir", help="default: $GPTLIB_CACHE or ~/.cache/gptlib")
+    p.set_defaults(func=cmd_data)
+    p = sub.add_parser("train", help="train a tokenizer and a model from a JSON run config")
+    p.add_argument("--config", help="JSON run config (see python -m gptlib --help)")
+    p.add_argument("--data", help="'shakespeare' or the path of a UTF-8 text file")
+    p.add_argument("--out", help="run directory: checkpoint, log.csv, tokens (default runs/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config entry, e.g. train.lr=1e-3 (repeatable)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="log a line every log_interval steps instead of a progress bar")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--beam", type=int, default=0, help="beam search with this many beams")
+    p.add_argument("--stream", action="store_true", help="print tokens as they are produced")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for mistakes in the input)."""
+    from gptlib.data import CorpusError
+    from gptlib.train import TrainingDivergedError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = getattr(args, "no_progress", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError, CorpusError) as e:
+        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDivergedError as e:
+        print(f"{parser.prog} {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,408 @@
+"""Training a GPT: the config, the optimizer, the learning-rate schedule and the loop.
+
+What one optimizer step does:
+
+1. draw ``batch_size * grad_accum * world_size`` random windows with a seeded generator;
+2. for each of ``grad_accum`` micro-batches: forward (bf16 autocast on CUDA), backward of
+   ``loss / grad_accum``, so the summed gradients are those of the mean loss over the full batch;
+3. clip the global gradient norm (Pascanu et al. 2013) and stop with ``TrainingDivergedError``
+   if the loss or the norm is not finite;
+4. an AdamW update (Kingma & Ba 2015; decoupled weight decay, Loshchilov & Hutter 2019) at the
+   learning rate of ``lr_at``: linear warmup (Goyal et al. 2017), then cosine decay.
+
+Every run is reproducible from ``TrainConfig.seed``, and ``resume=True`` continues an interrupted
+run so exactly that it ends with bit-identical weights (see ``train``). Under ``torchrun`` the same
+function runs data-parallel (``gptlib.distributed``). Left out on purpose: float16 loss scaling
+(bf16 needs none), learning-rate finders, early stopping on validation loss (use ``callback``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from gptlib import checkpoint, distributed
+from gptlib.data import get_batch
+from gptlib.device import autocast
+
+logger = logging.getLogger(__name__)
+
+LOG_COLUMNS = ("step", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of a training run. Frozen: derive variants with `dataclasses.replace`."""
+
+    max_steps: int = 1000  # optimizer updates
+    batch_size: int = 32  # sequences per micro-batch (per process under torchrun)
+    lr: float = 1e-3  # peak learning rate, reached at the end of warmup
+    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on matmul weights and embeddings only
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    grad_accum: int = 1  # micro-batches per update
+    eval_interval: int = 100  # evaluate every this many updates (and after the last)
+    eval_iters: int = 20  # batches per split in an evaluation
+    checkpoint_interval: int = 0  # save every this many updates; 0: only at the end
+    log_interval: int = 10  # a row of log.csv every this many updates
+    seed: int = 1337
+    compile: bool = False  # torch.compile the model
+    device: str | None = None  # None: gptlib.device.pick_device()
+    block_size: int | None = None  # training context; None: the model's block_size
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_iters",
+                    "log_interval")
+        for name in positive + ("warmup_steps", "checkpoint_interval", "seed"):
+            value = getattr(self, name)
+            low = 1 if name in positive else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.block_size is not None and (not isinstance(self.block_size, int)
+                                            or self.block_size < 1):
+            raise ValueError(f"block_size must be None or an integer >= 1, got {self.block_size!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr={self.min_lr} must lie between 0 and lr={self.lr}")
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps} is longer than "
+                             f"max_steps={self.max_steps}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("weight_decay and grad_clip must be >= 0, got "
+                             f"{self.weight_decay} and {self.grad_clip}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "betas": list(self.betas)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**{k: tuple(v) if k == "betas" else v for k, v in d.items()})
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the gradient norm stopped being a finite number."""
+
+    def __init__(self, message: str, step: int, value: float, checkpoint_step: int | None):
+        super().__init__(message)
+        self.step, self.value, self.checkpoint_step = step, value, checkpoint_step
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns. Losses are from the last evaluation."""
+
+    history: list[dict] = field(default_factory=list)  # the rows of log.csv
+    step: int = 0
+    train_loss: float | None = None
+    val_loss: float | None = None
+    stopped_early: bool = False
+    out_dir: Path | None = None
+
+    @property
+    def val_perplexity(self) -> float | None:
+        return None if self.val_loss is None else math.exp(self.val_loss)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    r"""The learning rate for update ``step`` (0-based): linear warmup, then cosine decay.
+
+    With W = warmup_steps, S = max_steps:
+
+    .. math::
+        \eta_t = \eta_{max} \frac{t + 1}{W} \quad (t < W), \qquad
+        \eta_t = \eta_{min} + \tfrac12 (\eta_{max} - \eta_{min})
+                 \left(1 + \cos \pi \frac{t - W}{S - W}\right) \quad (t \ge W)
+
+    Warmup starts at lr / W rather than 0, so the first update is not wasted.
+
+    >>> cfg = TrainConfig(max_steps=110, lr=1e-3, min_lr=1e-4, warmup_steps=10)
+    >>> [round(lr_at(t, cfg), 6) for t in (0, 4, 10, 60, 110)]
+    [0.0001, 0.0005, 0.001, 0.00055, 0.0001]
+    """
+    if step < cfg.warmup_steps:  # linear warmup (Goyal et al. 2017, Sec. 2.2)
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if step >= cfg.max_steps:
+        return cfg.min_lr
+    progress = (step - cfg.warmup_steps) / (cfg.max_steps - cfg.warmup_steps)  # in [0, 1)
+    # cosine annealing (Loshchilov & Hutter 2017, SGDR, Eq. 5) without restarts
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def decay_groups(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Names of the parameters with and without weight decay.
+
+    Matrices (dim >= 2: Linear weights, embeddings) are decayed; biases and LayerNorm gains
+    are not: shrinking them towards 0 does not regularise anything useful.
+    """
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():  # a tied weight is listed once
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(name)
+    return decay, no_decay
+
+
+def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter 2019) with the two groups of ``decay_groups``.
+
+    Uses the fused kernel where this torch build has one for the model's device, else foreach.
+    """
+    params = dict(model.named_parameters())
+    decay, no_decay = decay_groups(model)
+    groups = [{"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
+              {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+    except (RuntimeError, ValueError):  # no fused kernel for this device
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=True)
+
+
+@torch.no_grad()
+def estimate_loss(model: nn.Module, splits: dict[str, Any], cfg: TrainConfig,
+                  generator: torch.Generator | None = None,
+                  block_size: int | None = None) -> dict[str, float]:
+    """Mean loss over ``cfg.eval_iters`` random batches of each split, and its perplexity.
+
+    Args:
+        splits: ``{"train": tokens, "val": tokens}`` (any names; 1-D tensors or TokenFiles).
+        generator: draws the batches; reseed it to evaluate on the same batches every time.
+    Returns:
+        ``{"train_loss": ..., "train_perplexity": ..., "val_loss": ..., ...}``.
+    """
+    device = next(model.parameters()).device
+    block_size = block_size or cfg.block_size or checkpoint.unwrap_model(model).config.block_size
+    was_training = model.training
+    model.eval()
+    out = {}
+    try:
+        for name, tokens in splits.items():
+            total = torch.zeros((), device=device)
+            for _ in range(cfg.eval_iters):
+                x, y = get_batch(tokens, cfg.batch_size, block_size, generator, device)
+                with autocast(device):
+                    _, loss = model(x, y)
+                total += loss.float()
+            out[f"{name}_loss"] = total.item() / cfg.eval_iters
+            out[f"{name}_perplexity"] = math.exp(min(out[f"{name}_loss"], 700.0))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _check_tokens(tokens: Any, name: str, block_size: int, vocab_size: int) -> None:
+    if len(tokens) <= block_size:
+        raise ValueError(f"{name} has {len(tokens)} tokens; training with block_size={block_size} "
+                         "needs more: use a longer text or a smaller block_size")
+    if isinstance(tokens, torch.Tensor) and int(tokens.max()) >= vocab_size:
+        raise ValueError(f"{name} holds token id {int(tokens.max())}, outside the model's "
+                         f"vocabulary (vocab_size={vocab_size})")
+
+
+def _read_log(path: Path, upto: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [{k: (None if v in ("", None) else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+    return [{**r, "step": int(r["step"])} for r in rows if r["step"] <= upto]
+
+
+def _write_log(path: Path, rows: list[dict], append: bool) -> None:
+    with open(path, "a" if append else "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+        if not append:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def _step(model, raw, optimizer, tokens, cfg, block_size, gen, dist) -> tuple[float, float]:
+    """Forward/backward over all micro-batches and clip; returns (mean loss, grad norm)."""
+    rows = cfg.batch_size * dist.world_size  # one micro-batch of the whole job
+    x, y = get_batch(tokens, rows * cfg.grad_accum, block_size, generator=gen)  # (A*rows, T)
+    total = torch.zeros((), device=dist.device)
+    for j in range(cfg.grad_accum):
+        xb, yb = (distributed.shard_batch(t[j * rows:(j + 1) * rows], dist).to(dist.device)
+                  for t in (x, y))  # (batch_size, T) each
+        last = j == cfg.grad_accum - 1
+        no_sync = dist.world_size > 1 and not last  # all-reduce gradients once per update
+        with model.no_sync() if no_sync else contextlib.nullcontext():
+            with autocast(dist.device):
+                _, loss = model(xb, yb)
+            (loss / cfg.grad_accum).backward()  # summed gradients = gradient of the mean loss
+        total += loss.detach().float()
+    mean_loss = distributed.all_reduce_mean(total / cfg.grad_accum)
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+    norm = nn.utils.clip_grad_norm_(raw.parameters(), max_norm)  # Pascanu et al. 2013, Sec. 3.2
+    return mean_loss.item(), norm.item()
+
+
+def _resume(out: Path | None, raw: nn.Module, optimizer: torch.optim.Optimizer,
+            gen: torch.Generator, cfg: TrainConfig, dist) -> tuple[int, list[dict]]:
+    """Load the state of ``out``'s checkpoint into the run; returns (step, log rows so far)."""
+    if out is None or not checkpoint.has_checkpoint(out):
+        raise checkpoint.CheckpointError(f"resume=True but there is no checkpoint in {out}")
+    ck = checkpoint.load_checkpoint(out, model=raw)
+    if ck.optimizer_state is None or ck.rng_state is None:
+        raise checkpoint.CheckpointError(f"the checkpoint in {out} has no optimizer or RNG "
+                                         "state (saved for inference?); cannot resume it")
+    optimizer.load_state_dict(ck.optimizer_state)
+    checkpoint.restore_rng_state(ck.rng_state, {"train": gen})
+    if dist.rank:  # exact resume covers rank 0's dropout masks; other ranks reseed
+        torch.manual_seed(cfg.seed + dist.rank + ck.step)
+    free = ("max_steps", "device", "compile", "log_interval")  # may change without harm
+    changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+               if ck.train_config is not None and f.name not in free
+               and getattr(ck.train_config, f.name) != getattr(cfg, f.name)}
+    if changed:
+        logger.warning("resuming with changed settings %s: the run will differ from an "
+                       "uninterrupted one", changed)
+    return ck.step, _read_log(out / "log.csv", upto=ck.step)  # later rows were never saved
+
+
+def _diverged(step: int, what: str, value: float, last_saved: int | None, out: Path | None,
+              cfg: TrainConfig) -> TrainingDivergedError:
+    kept = (f"the last good checkpoint (step {last_saved}) in {out} is kept"
+            if last_saved is not None and out is not None else "no checkpoint had been written")
+    return TrainingDivergedError(
+        f"training diverged at step {step}: the {what} is {value}; {kept}. Try a lower "
+        f"learning rate (lr={cfg.lr}), more warmup or gradient clipping.", step, value, last_saved)
+
+
+def train(model: nn.Module, train_tokens: Any, val_tokens: Any, cfg: TrainConfig,
+          out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+          tokenizer: Any = None,
+          callback: Callable[[int, dict], bool | None] | None = None) -> TrainResult:
+    """Train ``model`` (in place) for ``cfg.max_steps`` updates.
+
+    Seeds torch's global generator (dropout) with ``cfg.seed``; batches come from a separate
+    generator, and evaluation always uses the same batches (a fresh generator, ``seed + 1``).
+
+    Args:
+        model: a GPT; moved to the training device.
+        train_tokens, val_tokens: 1-D long tensors or ``TokenFile``s.
+        out_dir: where checkpoints and log.csv go (None: keep nothing on disk).
+        resume: continue the checkpoint in ``out_dir``: weights, optimizer, step, RNG states, log.
+        progress: show a tqdm progress bar.
+        tokenizer: saved with each checkpoint.
+        callback: ``callback(step, metrics)`` after every update (on every process); return True
+            to stop early (a checkpoint is still written).
+    Returns:
+        A ``TrainResult``; the rows of ``history`` are also in ``out_dir/log.csv``.
+    Raises:
+        TrainingDivergedError: the loss or gradient norm became NaN/inf; the last checkpoint in
+            ``out_dir`` is kept as it was.
+    """
+    dist = distributed.init_distributed(cfg.device)
+    raw = checkpoint.unwrap_model(model).to(dist.device)
+    block_size = cfg.block_size or raw.config.block_size
+    if block_size > raw.config.block_size:
+        raise ValueError(f"TrainConfig.block_size={block_size} exceeds the model's context "
+                         f"length block_size={raw.config.block_size}")
+    _check_tokens(train_tokens, "train_tokens", block_size, raw.config.vocab_size)
+    _check_tokens(val_tokens, "val_tokens", block_size, raw.config.vocab_size)
+    out = None if out_dir is None else Path(out_dir)
+    optimizer = configure_optimizer(raw, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)  # data order: the only source of batches
+    if resume:
+        step, history = _resume(out, raw, optimizer, gen, cfg, dist)
+    else:
+        if out is not None and checkpoint.has_checkpoint(out):
+            raise FileExistsError(f"{out} already holds a checkpoint; pass resume=True to "
+                                  "continue it, or choose another out_dir")
+        torch.manual_seed(cfg.seed + dist.rank)  # dropout masks
+        step, history = 0, []
+    last_saved = step if resume else None
+    if out is not None and dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_log(out / "log.csv", history, append=False)
+    step_model = torch.compile(raw) if cfg.compile else raw
+    eval_model = step_model
+    step_model = distributed.wrap_model(step_model, dist)
+    raw.train()
+    tokens_per_step = cfg.batch_size * block_size * cfg.grad_accum * dist.world_size
+    result = TrainResult(history=history, step=step, out_dir=out)
+
+    def save(at: int) -> None:
+        nonlocal last_saved
+        if out is None or last_saved == at:
+            return
+        if not all(torch.isfinite(p).all() for p in raw.parameters()):
+            raise _diverged(at, "largest weight", math.inf, last_saved, out, cfg)
+        if dist.is_main:
+            checkpoint.save_checkpoint(
+                out, raw, train_config=cfg, step=at, optimizer=optimizer, tokenizer=tokenizer,
+                rng_state=checkpoint.capture_rng_state({"train": gen}),
+                extra={"tokens_seen": at * tokens_per_step})
+        last_saved = at
+
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and dist.is_main),
+               unit="step", desc="train")
+    timer, tokens_timed = 0.0, 0
+    try:
+        while step < cfg.max_steps:
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            loss, norm = _step(step_model, raw, optimizer, train_tokens, cfg, block_size, gen,
+                               dist)
+            for what, value in (("loss", loss), ("gradient norm", norm)):
+                if not math.isfinite(value):  # stop before the update spoils the weights
+                    optimizer.zero_grad(set_to_none=True)
+                    raise _diverged(step + 1, what, value, last_saved, out, cfg)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            timer += time.perf_counter() - t0
+            tokens_timed += tokens_per_step
+            metrics = {"step": step, "train_loss": loss, "lr": lr, "grad_norm": norm}
+            if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+                gen_eval = torch.Generator().manual_seed(cfg.seed + 1)  # same batches each time
+                ev = estimate_loss(eval_model, {"train": train_tokens, "val": val_tokens}, cfg,
+                                   gen_eval, block_size)
+                result.train_loss, result.val_loss = ev["train_loss"], ev["val_loss"]
+                metrics.update(val_loss=ev["val_loss"], val_perplexity=ev["val_perplexity"])
+            if "val_loss" in metrics or step % cfg.log_interval == 0 or step == cfg.max_steps:
+                row = {"val_loss": None, **metrics, "tokens_per_s": tokens_timed / max(timer, 1e-9)}
+                result.history.append({k: row[k] for k in LOG_COLUMNS})
+                timer, tokens_timed = 0.0, 0
+                if out is not None and dist.is_main:
+                    _write_log(out / "log.csv", [row], append=True)
+                val = "" if row["val_loss"] is None else f", val loss {row['val_loss']:.4f}"
+                logger.info("step %d: loss %.4f%s, lr %.2e, grad norm %.3f, %.0f tok/s", step,
+                            loss, val, lr, norm, row["tokens_per_s"])
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", refresh=False)
+            bar.update(1)
+            result.step = step
+            if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
+                save(step)
+            stop = bool(callback(step, metrics)) if callback is not None else False
+            if distributed.any_process(stop, dist):
+                result.stopped_early = step < cfg.max_steps
+                break
+        save(step)
+    finally:
+        bar.close()
+    distributed.barrier(dist)
+    return result

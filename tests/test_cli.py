@@ -1,0 +1,113 @@
+"""The command line: train a tiny model on a small file, sample from it, resume, report mistakes."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gptlib.__main__ import UsageError, load_run_config, main
+from gptlib.checkpoint import load_checkpoint
+
+CONFIG = {
+    "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
+    "train": {"max_steps": 20, "batch_size": 8, "warmup_steps": 2, "lr": 3e-3, "min_lr": 3e-4,
+              "eval_interval": 10, "eval_iters": 2, "log_interval": 5, "device": "cpu"},
+    "tokenizer": {"type": "char"},
+    "val_fraction": 0.1,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def run_files(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 40)
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(CONFIG))
+    return tmp_path, ["--config", str(config), "--data", str(text)]
+
+
+def _steps(log_path):
+    with open(log_path, newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f)]
+
+
+def test_train_sample_and_resume(run_files, capsys):
+    tmp_path, common = run_files
+    out = tmp_path / "run"
+    assert main(["train", *common, "--out", str(out), "--no-progress"]) == 0
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "log.csv", "tokens.bin"):
+        assert (out / name).is_file(), name
+    assert _steps(out / "log.csv") == [5, 10, 15, 20]
+    assert load_checkpoint(out).step == 20
+    capsys.readouterr()
+
+    assert main(["sample", "--checkpoint", str(out), "--prompt", "First", "--max-new-tokens",
+                 "30", "--seed", "1"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("First") and len(text.rstrip("\n")) >= 30
+
+    assert main(["sample", "--checkpoint", str(out), "--prompt", "hear", "--max-new-tokens",
+                 "10", "--stream", "--num-samples", "2", "--top-k", "3"]) == 0
+    streamed = capsys.readouterr().out
+    assert streamed.count("--- sample") == 2 and streamed.count("\nhear") == 2
+
+    assert main(["train", *common, "--out", str(out), "--resume", "--max-steps", "30",
+                 "--no-progress"]) == 0
+    assert _steps(out / "log.csv") == [5, 10, 15, 20, 25, 30]
+    assert load_checkpoint(out).step == 30
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=1", r"unknown TrainConfig field\(s\) \['lrr'\]"),
+    ("model.n_layers=1", r"unknown GPTConfig field\(s\) \['n_layers'\]"),
+    ("optimizer.lr=1", "unknown section 'optimizer'"),
+    ("train.min_lr=1", "min_lr=1 must lie between 0 and lr="),
+])
+def test_bad_config_exits_with_code_2(run_files, capsys, override, message):
+    tmp_path, common = run_files
+    code = main(["train", *common, "--out", str(tmp_path / "bad"), "--set", override])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("python -m gptlib train: error:")
+    assert re.search(message, err), err
+    assert not (tmp_path / "bad" / "log.csv").exists()
+
+
+def test_missing_inputs_give_messages(tmp_path, capsys):
+    assert main(["sample", "--checkpoint", str(tmp_path / "nowhere")]) == 2
+    assert "no checkpoint directory at" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json does not exist" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path), "--resume"]) == 2
+    assert "--resume: no checkpoint in" in capsys.readouterr().err
+
+
+def test_entry_point_reports_without_traceback(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "gptlib", "sample", "--checkpoint",
+                           str(tmp_path / "nope")], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "no checkpoint directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_set_overrides_are_parsed_as_json_when_possible():
+    config = load_run_config(None, ["train.lr=1e-3", "model.attention=explicit",
+                                    "tokenizer.vocab_size=512", "val_fraction=0.2"])
+    assert config["train"]["lr"] == 1e-3 and config["model"]["attention"] == "explicit"
+    assert config["tokenizer"]["vocab_size"] == 512 and config["val_fraction"] == 0.2
+    with pytest.raises(UsageError, match="expected section.key=value"):
+        load_run_config(None, ["train.lr"])
