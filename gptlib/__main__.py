@@ -11,7 +11,12 @@ A run config is JSON:
      "train": {"max_steps": 2000, "lr": 1e-3},        # TrainConfig fields
      "tokenizer": {"type": "bpe", "vocab_size": 4096},  # or {"type": "char"}
      "data": "shakespeare",                           # or the path of a UTF-8 text file
-     "val_fraction": 0.1}
+     "val_fraction": 0.1,
+     "samples": {"prompt": "ROMEO.\\n", "max_new_tokens": 100, "temperature": 0.8}}
+
+With ``samples.max_new_tokens`` > 0, every evaluation also writes a seeded sample from the
+prompt to ``samples.jsonl`` in the run directory, so the book can show text at several points
+of training without keeping a checkpoint for each.
 
 ``--set section.key=value`` overrides any entry (the value is read as JSON when it parses). The
 model's ``vocab_size`` always comes from the tokenizer. Mistakes in the input (a missing file, an
@@ -28,10 +33,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SECTIONS = {"model": dict, "train": dict, "tokenizer": dict, "data": str, "val_fraction": float}
+SECTIONS = {"model": dict, "train": dict, "tokenizer": dict, "data": str, "val_fraction": float,
+            "samples": dict}
 DEFAULTS: dict[str, Any] = {"model": {"preset": "small"}, "train": {},
                             "tokenizer": {"type": "char"}, "data": "shakespeare",
-                            "val_fraction": 0.1}
+                            "val_fraction": 0.1, "samples": {"max_new_tokens": 0}}
+SAMPLE_KEYS = {"prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed"}
 
 
 class UsageError(Exception):
@@ -122,6 +129,39 @@ def _tokens(text: str, tokenizer, out: Path):
     return tokens
 
 
+def _sample_writer(options: dict[str, Any], model, tokenizer, path: Path, resume: bool):
+    """A training callback that appends a seeded sample to ``path`` after every evaluation."""
+    import torch
+
+    from gptlib.distributed import is_main_process
+    from gptlib.generate import generate
+
+    unknown = sorted(set(options) - SAMPLE_KEYS)
+    if unknown:
+        raise UsageError(f"unknown samples key(s) {unknown}; known: {sorted(SAMPLE_KEYS)}")
+    n_new = options.get("max_new_tokens", 0)
+    if not n_new:
+        return None
+    if not resume:
+        path.unlink(missing_ok=True)
+    prompt = tokenizer.encode(options.get("prompt", "\n"))
+
+    def write(step: int, metrics: dict) -> None:
+        if "val_loss" not in metrics or not is_main_process():
+            return
+        device = next(model.parameters()).device
+        idx = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
+        gen = torch.Generator(device=device).manual_seed(options.get("seed", 0))
+        out = generate(model, idx, n_new, temperature=options.get("temperature", 1.0),
+                       top_k=options.get("top_k"), top_p=options.get("top_p"), generator=gen)
+        row = {"step": step, "val_loss": metrics["val_loss"],
+               "text": tokenizer.decode(out[0].tolist())}
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    return write
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from gptlib.data import prepare_corpus
 
@@ -169,8 +209,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = GPT(model_cfg)
     print(f"{type(tokenizer).__name__} with {tokenizer.vocab_size} tokens; {len(train_tokens):,} "
           f"training and {len(val_tokens):,} validation tokens; {model.num_params():,} parameters")
+    callback = _sample_writer(config["samples"], model, tokenizer, out / "samples.jsonl",
+                              resume=args.resume)
     result = train(model, train_tokens, val_tokens, train_cfg, out_dir=out, resume=args.resume,
-                   progress=not args.no_progress, tokenizer=tokenizer)
+                   progress=not args.no_progress, tokenizer=tokenizer, callback=callback)
     if result.val_loss is not None:
         print(f"step {result.step}: val loss {result.val_loss:.4f} "
               f"(perplexity {result.val_perplexity:.2f})")
