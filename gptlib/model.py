@@ -345,12 +345,16 @@ class GPT(nn.Module):
         return parts
 
     def flops_per_token(self, training: bool = False, seq_len: int | None = None) -> int:
-        """Approximate FLOPs per token, Kaplan et al. (2020), Table 1.
+        """Approximate FLOPs per token, after Kaplan et al. (2020), Table 1.
 
         Forward pass: 2 N + 2 n_layer T C, where N = num_params(non_embedding=True) (each weight
         is one multiply and one add) and the second term is attention over a context of
         T = seq_len (default block_size) tokens. With training=True the result is 3x the
         forward pass (the backward pass costs about twice the forward).
+
+        Unlike Kaplan et al., whose N leaves out every embedding matrix, N here keeps the tied
+        wte/lm_head matrix (as the output layer it is a real V x C matmul, 2 V C FLOPs per token)
+        and the biases; chapter 4.2.4 reconciles the two counts to the last FLOP.
         """
         T = self.config.block_size if seq_len is None else seq_len
         forward = 2 * self.num_params(non_embedding=True) + 2 * self.config.n_layer * T * (
