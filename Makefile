@@ -33,6 +33,9 @@ BOOK_SOURCES := _config.yml _toc.yml references.bib $(wildcard *.md) \
 	$(shell find chapters figures assets _ext -type f -not -path '*/.ipynb_checkpoints/*' \
 	        -not -name '*.pyc' 2>/dev/null)
 BUILD_FLAGS := -W -n --keep-going
+# Notebooks run with one intra-op thread wherever they run under make (execute and nbval alike):
+# float sums then add up in the same order on every machine, so stored outputs reproduce exactly.
+NB_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	--nbval-cell-timeout=300 -p no:cacheprovider
 
@@ -88,7 +91,7 @@ serve: $(SITE_STAMP)
 execute: setup
 	@for nb in $(NB); do \
 	  echo "executing $$nb"; \
-	  $(JUPYTER) nbconvert --to notebook --execute --inplace \
+	  $(NB_ENV) $(JUPYTER) nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=600 "$$nb"; \
 	done
 
@@ -138,7 +141,7 @@ test-notebooks: setup
 	$(PYTEST) tests/test_notebooks.py tests/test_toc.py -q -p no:cacheprovider
 
 nbval: setup
-	$(PYTEST) $(NBVAL_FLAGS) $(NOTEBOOKS)
+	$(NB_ENV) $(PYTEST) $(NBVAL_FLAGS) $(NOTEBOOKS)
 
 # Consumes the site that `make book` just built (BOOK_BUILT=1 skips a second build).
 test-site: setup chromium
