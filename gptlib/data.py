@@ -325,7 +325,8 @@ def get_batch(tokens, batch_size: int, block_size: int,
         chunk = tokens[idx].long()  # (B, T+1)
     else:
         chunk = torch.stack([tokens[s:s + block_size + 1] for s in starts.tolist()]).long()
-    x, y = chunk[:, :-1], chunk[:, 1:]  # (B, T) each
+    # contiguous copies, so that x.view(-1) and y.view(-1) work as a reader expects
+    x, y = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()  # (B, T) each
     if device is not None:
         x, y = x.to(device), y.to(device)
     return x, y
