@@ -301,7 +301,9 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device | N
     Args:
         directory: the checkpoint directory.
         device: where to put the model (default: CPU).
-        load_optimizer: also read the optimizer state (needed to resume training).
+        load_optimizer: also read the training state a resume needs (optimizer, RNG states,
+            trainer state). With False those files are neither read nor required, so a
+            checkpoint shipped for inference without them (as the book's model is) loads.
         model: load into this existing model (its config must equal the saved one) instead of
             building a new ``gptlib.model.GPT``.
     Raises:
@@ -350,7 +352,7 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device | N
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"config.json has an invalid train config: {e}") from e
     state = {}
-    if STATE_FILE in files:
+    if load_optimizer and STATE_FILE in files:
         state = _read_json(directory / STATE_FILE, config["sha256"].get(STATE_FILE))
     optimizer_state = None
     if load_optimizer and OPTIMIZER_FILE in files:
@@ -365,7 +367,7 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device | N
                   for g in state["optimizer"]["param_groups"]]
         optimizer_state = {"state": per_param, "param_groups": groups}
     rng_state = None
-    if RNG_FILE in files:
+    if load_optimizer and RNG_FILE in files:
         rng_state = dict(state.get("rng", {}))
         rng_state.update(_read_safetensors(directory / RNG_FILE, save_id))
     tokenizer = None

@@ -187,3 +187,17 @@ def test_rng_state_round_trip(tmp_path):
     got = (random.random(), torch.rand(3), torch.rand(3, generator=gen))
     assert got[0] == expected[0]
     assert torch.equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
+
+
+def test_inference_copy_without_training_state_loads(tmp_path):
+    """The book ships only weights, config and tokenizer; the files a resume needs stay home."""
+    model, opt, idx = _trained()
+    save_checkpoint(tmp_path, model, step=3, optimizer=opt,
+                    rng_state=capture_rng_state({"data": torch.Generator().manual_seed(1)}))
+    for name in ("optimizer.safetensors", "rng_state.safetensors", "trainer_state.json"):
+        (tmp_path / name).unlink()
+    loaded = load_checkpoint(tmp_path, load_optimizer=False)
+    assert loaded.optimizer_state is None and loaded.rng_state is None
+    torch.testing.assert_close(loaded.model(idx)[0], model(idx)[0], rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="missing"):  # a resume does need them
+        load_checkpoint(tmp_path)
