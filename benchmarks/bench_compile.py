@@ -17,28 +17,18 @@ the compilation time would pay for at that ratio. Section 5.3 of the book discus
 import argparse
 import platform
 import statistics
-import time
 
+import bench_train  # the sibling script: python benchmarks/bench_compile.py puts it on the path
 import torch
 
-from gptlib.device import autocast, pick_device
+from gptlib.device import pick_device
 from gptlib.model import GPT, GPTConfig
 from gptlib.train import TrainConfig, configure_optimizer
 
 
 def step_time(model, optimizer, x, y, device) -> float:
-    """Seconds for one training step: forward, backward, clip, AdamW update."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    with autocast(device):
-        _, loss = model(x, y)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    loss.item()  # waits for the device
-    return time.perf_counter() - start
+    """Seconds for one training step of a gptlib model (the same timer as bench_train)."""
+    return bench_train.step_time(model, optimizer, bench_train.gptlib_loss, x, y, device)
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from gptlib.__main__ import UsageError, load_run_config, main
 from gptlib.checkpoint import load_checkpoint
@@ -21,13 +20,6 @@ CONFIG = {
     "val_fraction": 0.1,
 }
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -13,15 +13,6 @@ from gptlib.kv_cache import KVCache
 from gptlib.model import GPT, GPTConfig, param_count
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(seed: int = 0, **overrides) -> GPT:
     torch.manual_seed(seed)
     return GPT(GPTConfig.preset("tiny", **overrides)).eval()

@@ -20,14 +20,6 @@ from gptlib.pretrained import (
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def small_hf_config(**overrides):
     options = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=100, n_positions=64,

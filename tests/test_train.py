@@ -27,14 +27,6 @@ FAST = dict(batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_interval=10
             eval_iters=2, log_interval=1, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded, and the CI machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _model(seed=0, **overrides):
     torch.manual_seed(seed)
