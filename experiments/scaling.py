@@ -1,0 +1,108 @@
+"""A small scaling study: validation loss against model size at a fixed token budget.
+
+Seven character-level GPTs, from about 3 thousand to about 800 thousand non-embedding parameters,
+are trained on the same data, in the same order, for the same number of tokens. The script
+records the validation loss every ``--eval-every`` steps, so the page can draw both the learning
+curves and the final loss against size, and fit the power law of Kaplan et al. (2020),
+L(N) = (N_c / N) ** alpha_N.
+
+Setup (every model):
+    data       the first 1,000,000 characters of the Shakespeare corpus, character tokenizer,
+               first 90% for training, last 10% for validation (gptlib.data.train_val_split)
+    budget     --steps updates of 32 sequences of 64 characters (default 800 steps, 1.6M tokens,
+               about 1.8 passes over the training text)
+    optimiser  AdamW (gptlib.train), peak learning rate 1e-2 * sqrt(64 / n_embd) (wider models
+               take smaller steps), 40 warmup steps, cosine decay to a tenth, weight decay 0.1
+    seed       0 for initialisation and batch order; the validation batches are the same for all
+    threads    1 (deterministic, and the fastest setting on a machine shared with other work)
+
+N counts the parameters of the transformer blocks and the final LayerNorm, Kaplan et al.'s
+"non-embedding" parameters; the token embedding (tied to the output layer) and the position
+embedding are left out. (``GPT.num_params(non_embedding=True)`` keeps the tied matrix, because it
+costs compute as the output layer; for a FLOP count that is the right choice, for this fit it
+is not.)
+
+Run from the repository root (about 10 minutes on an idle laptop CPU):
+
+    python experiments/scaling.py          # writes experiments/results/scaling.csv
+
+Chapter 5.4.2 (``chapters/05-practice/05-ablations-and-scaling.ipynb``) reads the CSV file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from gptlib.data import shakespeare_text, train_val_split
+from gptlib.device import set_seed
+from gptlib.model import GPT, GPTConfig
+from gptlib.tokenizer import CharTokenizer
+from gptlib.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = [  # (n_layer, n_embd, n_head): depth and width grow together, as in Kaplan et al.
+    (1, 16, 2), (2, 24, 2), (2, 32, 4), (2, 48, 4), (3, 64, 4), (4, 96, 4), (4, 128, 4)]
+COLUMNS = ["n_layer", "n_embd", "n_head", "non_embedding_params", "total_params", "lr", "step",
+           "tokens", "train_loss", "val_loss", "seconds"]
+
+
+def non_embedding_params(model: GPT) -> int:
+    """Parameters of the blocks and ln_f (Kaplan et al. 2020, Sec. 2.1: N excludes embeddings)."""
+    return sum(p.numel() for p in model.h.parameters()) + sum(
+        p.numel() for p in model.ln_f.parameters())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "scaling.csv"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    text = shakespeare_text()[:1_000_000]
+    tokenizer = CharTokenizer().train(text)
+    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    train_ids, val_ids = train_val_split(ids, 0.1)
+    block, batch = 64, 32
+    rows = []
+    for n_layer, n_embd, n_head in SIZES:
+        lr = 1e-2 * math.sqrt(64 / n_embd)
+        config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=block, n_layer=n_layer,
+                           n_head=n_head, n_embd=n_embd)
+        cfg = TrainConfig(max_steps=args.steps, batch_size=batch, lr=lr, min_lr=lr / 10,
+                          warmup_steps=40, eval_interval=args.eval_every, eval_iters=20,
+                          log_interval=args.steps, checkpoint_interval=0, seed=0, device="cpu")
+        set_seed(0)
+        model = GPT(config)
+        t0 = time.perf_counter()
+        result = train(model, train_ids, val_ids, cfg, progress=False)
+        seconds = time.perf_counter() - t0
+        n = non_embedding_params(model)
+        for h in result.history:
+            if h["val_loss"] is None:
+                continue
+            rows.append({"n_layer": n_layer, "n_embd": n_embd, "n_head": n_head,
+                         "non_embedding_params": n, "total_params": model.num_params(),
+                         "lr": lr, "step": h["step"], "tokens": h["step"] * batch * block,
+                         "train_loss": round(h["train_loss"], 5),
+                         "val_loss": round(h["val_loss"], 5), "seconds": round(seconds, 1)})
+        print(f"L={n_layer} C={n_embd:3d}: N={n:7,d}  val loss {result.val_loss:.4f}  "
+              f"({seconds:.0f} s)", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {len(rows)} rows")
+
+
+if __name__ == "__main__":
+    main()
