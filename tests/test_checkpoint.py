@@ -201,3 +201,10 @@ def test_inference_copy_without_training_state_loads(tmp_path):
     torch.testing.assert_close(loaded.model(idx)[0], model(idx)[0], rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="missing"):  # a resume does need them
         load_checkpoint(tmp_path)
+
+
+def test_saved_files_are_readable_by_others(tmp_path):
+    model, opt, _ = _trained()
+    save_checkpoint(tmp_path, model, optimizer=opt)
+    for name in ("model.safetensors", "optimizer.safetensors", "config.json"):
+        assert (tmp_path / name).stat().st_mode & 0o044 == 0o044, name
