@@ -222,7 +222,7 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, *, train_con
             config["sha256"][TOKENIZER_FILE] = _sha256(path)
         tmp(CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         for temporary, _ in pending:
-            os.chmod(temporary, 0o644)  # safetensors writes 0600; a checkpoint is meant to be shared
+            os.chmod(temporary, 0o644)  # safetensors writes 0600; checkpoints are for sharing
             _fsync(temporary)
     except BaseException:
         for temporary, _ in pending:
