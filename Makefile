@@ -130,7 +130,7 @@ test: setup chromium
 	$(MAKE) --no-print-directory test-site
 
 lint: setup
-	$(VENV)/bin/ruff check gptlib tests benchmarks _ext
+	$(VENV)/bin/ruff check gptlib tests benchmarks experiments _ext
 
 # Library tests: everything in tests/ except the notebook, TOC and site checks.
 test-lib: setup

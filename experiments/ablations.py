@@ -29,17 +29,15 @@ Run from the repository root (about 10 minutes on an idle laptop CPU):
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import time
 from pathlib import Path
 
 import torch
+from common import char_corpus, non_embedding_params, write_rows  # experiments/common.py
 
-from gptlib.data import shakespeare_text, train_val_split
 from gptlib.device import set_seed
 from gptlib.model import GPT, Block, GPTConfig
-from gptlib.tokenizer import CharTokenizer
 from gptlib.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,11 +66,6 @@ def without_residuals(model: GPT) -> None:
         model.h[i] = plain
 
 
-def non_embedding_params(model: GPT) -> int:
-    """Parameters of the blocks and the final LayerNorm (Kaplan et al.'s N)."""
-    return sum(p.numel() for p in model.h.parameters()) + sum(
-        p.numel() for p in model.ln_f.parameters())
-
 
 def variants(base: GPTConfig) -> dict:
     """name -> (config, change applied to the built model or None)."""
@@ -95,10 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    text = shakespeare_text()[:1_000_000]
-    tokenizer = CharTokenizer().train(text)
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    train_ids, val_ids = train_val_split(ids, 0.1)
+    tokenizer, train_ids, val_ids = char_corpus(1_000_000)
     base = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=4,
                      n_embd=64)
     recipe = TrainConfig(max_steps=args.steps, batch_size=32, lr=1e-2, min_lr=1e-3,
@@ -121,13 +111,7 @@ def main() -> None:
                      for h in result.history if h["val_loss"] is not None]
             print(f"{name:26s} seed {seed}: val loss {result.val_loss:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {len(rows)} rows")
+    write_rows(args.out, COLUMNS, rows)
 
 
 if __name__ == "__main__":

@@ -32,17 +32,15 @@ Chapter 5.4.2 (``chapters/05-practice/05-ablations-and-scaling.ipynb``) reads th
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import time
 from pathlib import Path
 
 import torch
+from common import char_corpus, non_embedding_params, write_rows  # experiments/common.py
 
-from gptlib.data import shakespeare_text, train_val_split
 from gptlib.device import set_seed
 from gptlib.model import GPT, GPTConfig
-from gptlib.tokenizer import CharTokenizer
 from gptlib.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +49,6 @@ SIZES = [  # (n_layer, n_embd, n_head): depth and width grow together, as in Kap
 COLUMNS = ["n_layer", "n_embd", "n_head", "non_embedding_params", "total_params", "lr", "step",
            "tokens", "train_loss", "val_loss", "seconds"]
 
-
-def non_embedding_params(model: GPT) -> int:
-    """Parameters of the blocks and ln_f (Kaplan et al. 2020, Sec. 2.1: N excludes embeddings)."""
-    return sum(p.numel() for p in model.h.parameters()) + sum(
-        p.numel() for p in model.ln_f.parameters())
 
 
 def main() -> None:
@@ -66,10 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    text = shakespeare_text()[:1_000_000]
-    tokenizer = CharTokenizer().train(text)
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    train_ids, val_ids = train_val_split(ids, 0.1)
+    tokenizer, train_ids, val_ids = char_corpus(1_000_000)
     block, batch = 64, 32
     rows = []
     for n_layer, n_embd, n_head in SIZES:
@@ -95,13 +85,7 @@ def main() -> None:
                          "val_loss": round(h["val_loss"], 5), "seconds": round(seconds, 1)})
         print(f"L={n_layer} C={n_embd:3d}: N={n:7,d}  val loss {result.val_loss:.4f}  "
               f"({seconds:.0f} s)", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {len(rows)} rows")
+    write_rows(args.out, COLUMNS, rows)
 
 
 if __name__ == "__main__":
