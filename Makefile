@@ -112,8 +112,15 @@ student: setup
 figures: setup
 	@shopt -s nullglob; for f in figures/*.py; do echo "running $$f"; $(PY) "$$f"; done
 
+# Trains from scratch (move the committed checkpoints/book-model away first); the console output,
+# with the wall time at its end, goes to checkpoints/book-model/train-output.txt.
 pretrain: setup
-	$(PY) -m gptlib train --config checkpoints/book-model.json --out checkpoints/book-model
+	mkdir -p checkpoints/book-model
+	start=$$(date +%s); \
+	$(PY) -m gptlib train --config checkpoints/book-model.json --out checkpoints/book-model \
+	  --no-progress 2>&1 | tee checkpoints/book-model/train-output.txt; \
+	echo "wall time of make pretrain: $$(( $$(date +%s) - start )) s" \
+	  | tee -a checkpoints/book-model/train-output.txt
 
 bench: setup
 	@shopt -s nullglob; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) "$$f"; done

@@ -114,19 +114,46 @@ def _tokenizer(section: dict[str, Any], text: str):
     raise UsageError(f"tokenizer.type must be 'char' or 'bpe', got {kind!r}")
 
 
-def _tokens(text: str, tokenizer, out: Path):
-    """Token ids of ``text``, cached in ``out/tokens.bin`` while text and tokenizer are the same."""
+def _tokens(text: str, tokenizer, out: Path, name: str):
+    """Token ids of ``text``, cached in ``out/{name}.bin`` while text and tokenizer are the same."""
     from gptlib.data import TokenFile, write_token_file
 
     key = hashlib.sha256(text.encode("utf-8"))
     key.update(json.dumps(tokenizer.to_dict(), sort_keys=True).encode("utf-8"))
-    meta_path, bin_path = out / "tokens.json", out / "tokens.bin"
+    meta_path, bin_path = out / f"{name}.json", out / f"{name}.bin"
     if meta_path.is_file() and bin_path.is_file():
         if json.loads(meta_path.read_text()).get("key") == key.hexdigest():
             return TokenFile(bin_path)
     tokens = TokenFile(write_token_file(tokenizer.encode(text), bin_path))
-    meta_path.write_text(json.dumps({"key": key.hexdigest(), "tokens": len(tokens)}) + "\n")
+    meta_path.write_text(json.dumps({"key": key.hexdigest(), "tokens": len(tokens),
+                                     "chars": len(text)}) + "\n")
     return tokens
+
+
+def split_and_tokenize(text: str, section: dict[str, Any], val_fraction: float,
+                       tokenizer=None) -> tuple[Any, str, str]:
+    """Split ``text`` by characters, then fit the tokenizer on the training part only.
+
+    The split comes first so that the validation characters are the same whatever the tokenizer
+    (characters, BPE of any size, the n-gram baselines), and no validation text reaches the
+    tokenizer's trainer: a BPE fitted on the whole corpus would learn single tokens for names
+    that occur only in the validation plays. Pass ``tokenizer`` to reuse one (``--resume``).
+
+    Returns:
+        ``(tokenizer, train_text, val_text)``.
+    """
+    from gptlib.data import train_val_split
+
+    train_text, val_text = train_val_split(text, val_fraction)
+    if tokenizer is None:
+        tokenizer = _tokenizer(section, train_text)
+    unseen = sorted(set(val_text) - set(train_text))
+    if unseen and section.get("type", "char") == "char":
+        raise UsageError(f"the validation text has {len(unseen)} character(s) that never occur "
+                         f"in the training text ({''.join(unseen[:10])!r}); a char tokenizer "
+                         "fitted on the training text cannot encode them. Use a bpe tokenizer "
+                         "(byte-level, it encodes any text) or a smaller val_fraction")
+    return tokenizer, train_text, val_text
 
 
 def _sample_writer(options: dict[str, Any], model, tokenizer, path: Path, resume: bool):
@@ -195,20 +222,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     text = (data.shakespeare_text() if config["data"] == "shakespeare"
             else data.load_text(config["data"]))
     out.mkdir(parents=True, exist_ok=True)
-    if args.resume:
-        tokenizer = load_tokenizer(out / "tokenizer.json")
-    else:
-        tokenizer = _tokenizer(config["tokenizer"], text)
+    tokenizer, train_text, val_text = split_and_tokenize(
+        text, config["tokenizer"], config["val_fraction"],
+        tokenizer=load_tokenizer(out / "tokenizer.json") if args.resume else None)
+    if not args.resume:
         tokenizer.save(out / "tokenizer.json")
     (out / "run.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     model_cfg = _model_config(config["model"], tokenizer.vocab_size)
     block_size = train_cfg.block_size or model_cfg.block_size
-    tokens = _tokens(text, tokenizer, out)
-    train_tokens, val_tokens = data.train_val_split(tokens, config["val_fraction"], block_size)
+    train_tokens = _tokens(train_text, tokenizer, out, "train")
+    val_tokens = _tokens(val_text, tokenizer, out, "val")
+    for name, part in (("training", train_tokens), ("validation", val_tokens)):
+        if len(part) <= block_size:
+            raise UsageError(f"the {name} part has {len(part)} tokens, but training needs more "
+                             f"than block_size={block_size}; use a longer text, a different "
+                             "val_fraction or a smaller block_size")
     device.set_seed(train_cfg.seed)
     model = GPT(model_cfg)
-    print(f"{type(tokenizer).__name__} with {tokenizer.vocab_size} tokens; {len(train_tokens):,} "
-          f"training and {len(val_tokens):,} validation tokens; {model.num_params():,} parameters")
+    print(f"{type(tokenizer).__name__} with {tokenizer.vocab_size} tokens (fitted on the training "
+          f"text only); {len(train_tokens):,} training and {len(val_tokens):,} validation tokens "
+          f"({len(train_text):,} and {len(val_text):,} characters); "
+          f"{model.num_params():,} parameters")
     callback = _sample_writer(config["samples"], model, tokenizer, out / "samples.jsonl",
                               resume=args.resume)
     result = train(model, train_tokens, val_tokens, train_cfg, out_dir=out, resume=args.resume,

@@ -40,7 +40,8 @@ def test_train_sample_and_resume(run_files, capsys):
     tmp_path, common = run_files
     out = tmp_path / "run"
     assert main(["train", *common, "--out", str(out), "--no-progress"]) == 0
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "log.csv", "tokens.bin"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "log.csv", "train.bin",
+                 "val.bin"):
         assert (out / name).is_file(), name
     assert _steps(out / "log.csv") == [5, 10, 15, 20]
     assert load_checkpoint(out).step == 20
@@ -103,3 +104,52 @@ def test_set_overrides_are_parsed_as_json_when_possible():
     assert config["tokenizer"]["vocab_size"] == 512 and config["val_fraction"] == 0.2
     with pytest.raises(UsageError, match="expected section.key=value"):
         load_run_config(None, ["train.lr"])
+
+
+@pytest.mark.parametrize("tokenizer", [{"type": "char"}, {"type": "bpe", "vocab_size": 300}])
+def test_tokenizer_never_sees_validation_text(tmp_path, monkeypatch, tokenizer):
+    """The split comes before the tokenizer: its trainer gets exactly the first 90% of the text.
+
+    The last 10% holds a word (and, for the BPE, a character pair) that the first 90% never has;
+    we record every text handed to either trainer and check that none of it comes from there.
+    """
+    from gptlib.bpe import BPETokenizer
+    from gptlib.tokenizer import CharTokenizer
+
+    head = "OLIVIA, MAIL.\nBefore we proceed any further, hear me speak.\n\n" * 36
+    tail = "MALVOLIO.\nBefore we proceed any further, hear me speak.\n\n" * 4
+    text = head + tail
+    n_train = int(len(text) * 0.9)
+    assert "MALVOLIO" not in text[:n_train]  # the validation part alone holds the name
+    path = tmp_path / "text.txt"
+    path.write_text(text)
+    seen = []
+    for cls in (CharTokenizer, BPETokenizer):
+        original = cls.train
+
+        def spy(self, text, *args, _original=original, **kwargs):
+            seen.append(text)
+            return _original(self, text, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "train", spy)
+    config = {**CONFIG, "tokenizer": tokenizer, "train": {**CONFIG["train"], "max_steps": 2,
+                                                          "eval_interval": 2}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "run.json"), "--data", str(path),
+                 "--out", str(out), "--no-progress"]) == 0
+    assert seen == [text[:n_train]]
+    # both parts are tokenized separately and decode back to the exact characters
+    meta = {name: json.loads((out / f"{name}.json").read_text()) for name in ("train", "val")}
+    assert (meta["train"]["chars"], meta["val"]["chars"]) == (n_train, len(text) - n_train)
+
+
+def test_char_tokenizer_reports_characters_only_in_validation(tmp_path, capsys):
+    path = tmp_path / "text.txt"
+    path.write_text("abcabcabc\n" * 90 + "xyzxyz\n" * 10)
+    (tmp_path / "run.json").write_text(json.dumps(CONFIG))
+    code = main(["train", "--config", str(tmp_path / "run.json"), "--data", str(path),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "never occur in the training text" in err and "bpe" in err

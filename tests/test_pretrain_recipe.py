@@ -60,3 +60,15 @@ def test_recipe_runs_with_a_tiny_override(tmp_path, small_corpus):
         capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert sampled.returncode == 0, sampled.stderr[-2000:]
     assert sampled.stdout.startswith("ROMEO.")
+
+
+def test_book_preset_is_the_trained_configuration():
+    """The `book` preset is exactly what `make pretrain` trained: no overrides in the recipe, and
+    the committed checkpoint's model config equals the preset (dropout included)."""
+    from gptlib.model import GPTConfig
+
+    recipe = json.loads(RECIPE.read_text())
+    assert recipe["model"] == {"preset": "book"}
+    saved = json.loads((ROOT / "checkpoints" / "book-model" / "config.json").read_text())
+    assert GPTConfig.from_dict(saved["model_config"]) == GPTConfig.preset("book")
+    assert saved["model_config"]["vocab_size"] == recipe["tokenizer"]["vocab_size"]
