@@ -113,7 +113,8 @@ figures: setup
 	@shopt -s nullglob; for f in figures/*.py; do echo "running $$f"; $(PY) "$$f"; done
 
 # Trains from scratch (move the committed checkpoints/book-model away first); the console output,
-# with the wall time at its end, goes to checkpoints/book-model/train-output.txt.
+# with the wall time at its end, goes to checkpoints/book-model/train-output.txt. The wall time
+# covers training only, not the evaluation that follows.
 pretrain: setup
 	mkdir -p checkpoints/book-model
 	start=$$(date +%s); \
@@ -121,6 +122,8 @@ pretrain: setup
 	  --no-progress 2>&1 | tee checkpoints/book-model/train-output.txt; \
 	echo "wall time of make pretrain: $$(( $$(date +%s) - start )) s" \
 	  | tee -a checkpoints/book-model/train-output.txt
+	@# score it on the whole validation text (experiments/results/book-model.json, read by 5.4)
+	$(PY) experiments/evaluate.py
 
 bench: setup
 	@shopt -s nullglob; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) "$$f"; done

@@ -106,7 +106,7 @@ def mfu_reference(tokens_per_s: float, n_params: int, n_layer: int, n_embd: int,
 def check_mfu(fn: Callable[..., float]) -> bool:
     """Exercise 5.5.1: the MFU of a training run from its throughput."""
     cases = [
-        Case((460.0, 3_456_000, 6, 192, 256, 2.0e11), name="the book model on a 2-core CPU"),
+        Case((460.0, 3_456_000, 6, 192, 256, 2.0e11), name="a 6 x 192 model, 2 CPU cores"),
         Case((180_000.0, 123_653_376, 12, 768, 1024, 312e12), name="GPT-2 small on an A100"),
         Case((5_000.0, 98_304, 2, 64, 64, 1.0e11), name="a tiny model"),
     ]
