@@ -6,17 +6,16 @@ are not re-exported, so `gptlib.generate` and `gptlib.train` stay the modules. I
 package has no side effects: nothing is printed, downloaded or configured.
 """
 
-__version__ = "0.1.0"  # before the imports: gptlib.checkpoint records it in every checkpoint
-
-from gptlib.bpe import BPETokenizer  # noqa: E402
-from gptlib.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from gptlib.device import pick_device, set_seed  # noqa: E402
-from gptlib.kv_cache import KVCache  # noqa: E402
-from gptlib.model import GPT, GPTConfig  # noqa: E402
-from gptlib.tokenizer import CharTokenizer, load_tokenizer  # noqa: E402
-from gptlib.train import TrainConfig  # noqa: E402
+from gptlib._version import __version__
+from gptlib.bpe import BPETokenizer
+from gptlib.checkpoint import load_checkpoint, save_checkpoint
+from gptlib.device import pick_device, set_seed
+from gptlib.kv_cache import KVCache
+from gptlib.model import GPT, GPTConfig
+from gptlib.tokenizer import CharTokenizer, load_tokenizer
+from gptlib.train import TrainConfig
 
 __all__ = [
-    "BPETokenizer", "CharTokenizer", "GPT", "GPTConfig", "KVCache", "TrainConfig",
+    "__version__", "BPETokenizer", "CharTokenizer", "GPT", "GPTConfig", "KVCache", "TrainConfig",
     "load_checkpoint", "load_tokenizer", "pick_device", "save_checkpoint", "set_seed",
 ]

@@ -34,19 +34,19 @@ import hashlib
 import json
 import logging
 import os
-import random
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from gptlib import __version__
+from gptlib._version import __version__
+from gptlib.model import GPT, GPTConfig, unwrap_model
+from gptlib.tokenizer import Tokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -64,28 +64,21 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Checkpoint:
-    """What ``load_checkpoint`` returns; ``optimizer_state`` is ready for ``load_state_dict``."""
+    """What ``load_checkpoint`` returns; ``optimizer_state`` is ready for ``load_state_dict``.
+
+    ``train_config`` stays a plain dict: this module sits below ``gptlib.train`` (which saves
+    checkpoints) and does not import it; ``TrainConfig.from_dict(ck.train_config)`` rebuilds it.
+    """
 
     model: nn.Module
-    model_config: Any
-    train_config: Any = None
+    model_config: GPTConfig
+    train_config: dict | None = None  # as saved; ``TrainConfig.from_dict`` rebuilds it
     step: int = 0
-    tokenizer: Any = None
+    tokenizer: Tokenizer | None = None
     optimizer_state: dict | None = None
     rng_state: dict | None = None
     extra: dict = field(default_factory=dict)
     path: Path | None = None
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain model inside ``torch.compile`` and ``DistributedDataParallel`` wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
 
 
 def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -156,7 +149,7 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, *, train_con
         model: a GPT, possibly wrapped by ``torch.compile`` or DDP; needs a ``.config``.
         train_config, step: saved in config.json for resuming and for the record.
         optimizer: its state goes to optimizer.safetensors + trainer_state.json.
-        rng_state: flat dict (see ``capture_rng_state``) of tensors and JSON values.
+        rng_state: flat dict (see ``gptlib.device.capture_rng_state``) of tensors and JSON values.
         tokenizer: saved with its own ``save`` as tokenizer.json.
         extra: any JSON-serialisable dict (e.g. tokens seen, best validation loss).
     Returns:
@@ -323,8 +316,6 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device | N
         raise CheckpointError(
             f"unknown checkpoint format version {version!r} in {directory} (this gptlib "
             f"{__version__} reads version {FORMAT_VERSION}); upgrade or downgrade gptlib")
-    from gptlib.model import GPT, GPTConfig
-
     try:
         model_config = GPTConfig.from_dict(config["model_config"])
     except (KeyError, TypeError, ValueError) as e:
@@ -344,14 +335,10 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device | N
                       config.get("tied_weights", {}))
     if device is not None:
         model.to(device)
-    train_config = None
-    if config.get("train_config") is not None:
-        from gptlib.train import TrainConfig
-
-        try:
-            train_config = TrainConfig.from_dict(config["train_config"])
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"config.json has an invalid train config: {e}") from e
+    train_config = config.get("train_config")
+    if train_config is not None and not isinstance(train_config, dict):
+        raise CheckpointError(f"config.json in {directory} has an invalid train config: "
+                              f"expected an object, got {type(train_config).__name__}")
     state = {}
     if load_optimizer and STATE_FILE in files:
         state = _read_json(directory / STATE_FILE, config["sha256"].get(STATE_FILE))
@@ -373,8 +360,6 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device | N
         rng_state.update(_read_safetensors(directory / RNG_FILE, save_id))
     tokenizer = None
     if config.get("tokenizer"):
-        from gptlib.tokenizer import load_tokenizer
-
         tok_path = directory / config["tokenizer"]
         _read_json(tok_path, config["sha256"].get(config["tokenizer"]))
         tokenizer = load_tokenizer(tok_path)
@@ -382,41 +367,3 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device | N
                       step=int(config.get("step", 0)), tokenizer=tokenizer,
                       optimizer_state=optimizer_state, rng_state=rng_state,
                       extra=config.get("extra") or {}, path=directory)
-
-
-def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> dict:
-    """Every random state a training run depends on, as tensors and JSON lists (no pickle).
-
-    Keys: ``python``, ``numpy``, ``torch`` (CPU), ``cuda.{i}`` (per GPU, when CUDA is in use)
-    and ``generator.{name}`` for each named ``torch.Generator`` (e.g. the data sampler's).
-    """
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            state[f"cuda.{i}"] = s
-    for name, gen in (generators or {}).items():
-        state[f"generator.{name}"] = gen.get_state()
-    return state
-
-
-def restore_rng_state(state: dict, generators: dict[str, torch.Generator] | None = None) -> None:
-    """Inverse of ``capture_rng_state``: set every random state it recorded."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    cuda_keys = sorted((k for k in state if k.startswith("cuda.")), key=lambda k: int(k[5:]))
-    cuda = [state[k] for k in cuda_keys]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    for name, gen in (generators or {}).items():
-        if f"generator.{name}" not in state:
-            raise CheckpointError(f"the checkpoint has no state for the '{name}' generator")
-        gen.set_state(state[f"generator.{name}"])

@@ -8,7 +8,8 @@ Every notebook and script in the book asks this module for its device instead of
 * :func:`autocast_dtype` / :func:`autocast` give mixed precision where it is safe and useful:
   bfloat16 on CUDA GPUs that support it, plain float32 everywhere else. float16 (which needs a
   loss scaler) and CPU bfloat16 autocast (slow on most laptops) are left out on purpose.
-* :func:`set_seed` seeds every random number generator the book uses.
+* :func:`set_seed` seeds every random number generator the book uses;
+  :func:`capture_rng_state` / :func:`restore_rng_state` save and restore all of them (resume).
 * :func:`describe` reports the versions and hardware, for the "your environment" page.
 
 Importing the module has no side effects.
@@ -20,6 +21,7 @@ import contextlib
 import os
 import platform
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,3 +156,44 @@ def describe(device: str | torch.device | None = None) -> dict:
     if dev.type == "cuda":
         info["cuda_device"] = torch.cuda.get_device_name(dev)
     return info
+
+
+def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> dict:
+    """Every random state a training run depends on, as tensors and JSON lists (no pickle).
+
+    ``gptlib.checkpoint`` saves the result with safetensors and JSON, so a resumed run continues
+    with exactly the random numbers an uninterrupted one would have drawn.
+
+    Keys: ``python``, ``numpy``, ``torch`` (CPU), ``cuda.{i}`` (per GPU, when CUDA is in use)
+    and ``generator.{name}`` for each named ``torch.Generator`` (e.g. the data sampler's).
+    """
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"cuda.{i}"] = s
+    for name, gen in (generators or {}).items():
+        state[f"generator.{name}"] = gen.get_state()
+    return state
+
+
+def restore_rng_state(state: dict, generators: dict[str, torch.Generator] | None = None) -> None:
+    """Inverse of ``capture_rng_state``: set every random state it recorded."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    cuda_keys = sorted((k for k in state if k.startswith("cuda.")), key=lambda k: int(k[5:]))
+    cuda = [state[k] for k in cuda_keys]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    for name, gen in (generators or {}).items():
+        if f"generator.{name}" not in state:
+            raise KeyError(f"the saved random state has no entry for the '{name}' generator")
+        gen.set_state(state[f"generator.{name}"])

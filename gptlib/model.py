@@ -196,6 +196,17 @@ class Block(nn.Module):
         return x  # (B, T, C)
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain model inside ``torch.compile`` and ``DistributedDataParallel`` wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
 def init_weights(model: GPT) -> None:
     """Initialise every parameter of `model`; the only place where weights get their start.
 

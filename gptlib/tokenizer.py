@@ -63,6 +63,9 @@ def describe_char(char: str) -> str:
     return f"{char!r} (U+{ord(char):04X})"
 
 
+_TYPES: dict[str, type[Tokenizer]] = {}  # "type" field -> class, filled by subclassing
+
+
 class Tokenizer(ABC):
     """Maps text to a list of token ids and back.
 
@@ -72,6 +75,16 @@ class Tokenizer(ABC):
     """
 
     type_name: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register each concrete tokenizer under its ``type_name`` for ``load_tokenizer``.
+
+        A registry instead of an import: ``gptlib.bpe`` subclasses ``Tokenizer``, so this module
+        must not import it back. Importing ``gptlib`` imports ``gptlib.bpe``, which registers it.
+        """
+        super().__init_subclass__(**kwargs)
+        if cls.type_name:
+            _TYPES[cls.type_name] = cls
 
     @abstractmethod
     def train(self, text: str, vocab_size: int | None = None) -> Tokenizer:
@@ -210,15 +223,12 @@ class CharTokenizer(Tokenizer):
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Open a saved tokenizer of any type, choosing the class from the file's "type" field."""
-    from gptlib.bpe import BPETokenizer  # imported here: gptlib.bpe imports this module
-
-    classes: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "bpe": BPETokenizer}
     kind = _read_tokenizer_json(path)["type"]
-    if kind not in classes:
+    if kind not in _TYPES:
         raise TokenizerFileError(
-            f"{path} has tokenizer type {kind!r}; gptlib knows {sorted(classes)}"
+            f"{path} has tokenizer type {kind!r}; gptlib knows {sorted(_TYPES)}"
         )
-    return classes[kind].load(path)
+    return _TYPES[kind].load(path)
 
 
 def _read_tokenizer_json(path: str | os.PathLike) -> dict[str, Any]:

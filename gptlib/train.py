@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from gptlib import checkpoint, distributed
 from gptlib.data import get_batch
-from gptlib.device import autocast
+from gptlib.device import autocast, capture_rng_state, restore_rng_state
+from gptlib.model import unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def estimate_loss(model: nn.Module, splits: dict[str, Any], cfg: TrainConfig,
         ``{"train_loss": ..., "train_perplexity": ..., "val_loss": ..., ...}``.
     """
     device = next(model.parameters()).device
-    block_size = block_size or cfg.block_size or checkpoint.unwrap_model(model).config.block_size
+    block_size = block_size or cfg.block_size or unwrap_model(model).config.block_size
     was_training = model.training
     model.eval()
     out = {}
@@ -267,13 +268,14 @@ def _resume(out: Path | None, raw: nn.Module, optimizer: torch.optim.Optimizer,
         raise checkpoint.CheckpointError(f"the checkpoint in {out} has no optimizer or RNG "
                                          "state (saved for inference?); cannot resume it")
     optimizer.load_state_dict(ck.optimizer_state)
-    checkpoint.restore_rng_state(ck.rng_state, {"train": gen})
+    restore_rng_state(ck.rng_state, {"train": gen})
     if dist.rank:  # exact resume covers rank 0's dropout masks; other ranks reseed
         torch.manual_seed(cfg.seed + dist.rank + ck.step)
     free = ("max_steps", "device", "compile", "log_interval")  # may change without harm
+    saved = None if ck.train_config is None else TrainConfig.from_dict(ck.train_config)
     changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-               if ck.train_config is not None and f.name not in free
-               and getattr(ck.train_config, f.name) != getattr(cfg, f.name)}
+               if saved is not None and f.name not in free
+               and getattr(saved, f.name) != getattr(cfg, f.name)}
     if changed:
         logger.warning("resuming with changed settings %s: the run will differ from an "
                        "uninterrupted one", changed)
@@ -314,7 +316,7 @@ def train(model: nn.Module, train_tokens: Any, val_tokens: Any, cfg: TrainConfig
             ``out_dir`` is kept as it was.
     """
     dist = distributed.init_distributed(cfg.device)
-    raw = checkpoint.unwrap_model(model).to(dist.device)
+    raw = unwrap_model(model).to(dist.device)
     block_size = cfg.block_size or raw.config.block_size
     if block_size > raw.config.block_size:
         raise ValueError(f"TrainConfig.block_size={block_size} exceeds the model's context "
@@ -352,7 +354,7 @@ def train(model: nn.Module, train_tokens: Any, val_tokens: Any, cfg: TrainConfig
         if dist.is_main:
             checkpoint.save_checkpoint(
                 out, raw, train_config=cfg, step=at, optimizer=optimizer, tokenizer=tokenizer,
-                rng_state=checkpoint.capture_rng_state({"train": gen}),
+                rng_state=capture_rng_state({"train": gen}),
                 extra={"tokens_seen": at * tokens_per_step})
         last_saved = at
 

@@ -9,14 +9,8 @@ import torch
 from safetensors import safe_open
 
 import gptlib.checkpoint as ckpt
-from gptlib.checkpoint import (
-    CheckpointError,
-    capture_rng_state,
-    clean_state_dict,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
+from gptlib.checkpoint import CheckpointError, clean_state_dict, load_checkpoint, save_checkpoint
+from gptlib.device import capture_rng_state, restore_rng_state
 from gptlib.model import GPT, GPTConfig
 
 CONFIG = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32)
@@ -208,3 +202,19 @@ def test_saved_files_are_readable_by_others(tmp_path):
     save_checkpoint(tmp_path, model, optimizer=opt)
     for name in ("model.safetensors", "optimizer.safetensors", "config.json"):
         assert (tmp_path / name).stat().st_mode & 0o044 == 0o044, name
+
+
+def test_train_config_is_returned_as_saved_and_rebuilds(tmp_path):
+    """checkpoint sits below train, so it hands back the dict it read; TrainConfig rebuilds it."""
+    from gptlib.train import TrainConfig
+
+    cfg = TrainConfig(max_steps=7, lr=3e-4, min_lr=3e-5, warmup_steps=2, betas=(0.8, 0.9))
+    save_checkpoint(tmp_path, _trained()[0], train_config=cfg, step=7)
+    loaded = load_checkpoint(tmp_path)
+    assert isinstance(loaded.train_config, dict)
+    assert TrainConfig.from_dict(loaded.train_config) == cfg
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["train_config"] = [1, 2]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="invalid train config"):
+        load_checkpoint(tmp_path)

@@ -183,3 +183,20 @@ def test_load_missing_file(tmp_path):
 def test_docstring_examples():
     result = doctest.testmod(gptlib.tokenizer)
     assert result.attempted >= 4 and result.failed == 0
+
+
+def test_a_new_tokenizer_type_registers_itself(tmp_path, monkeypatch):
+    """load_tokenizer finds subclasses through a registry, so tokenizer.py never imports them."""
+    monkeypatch.setattr(gptlib.tokenizer, "_TYPES", dict(gptlib.tokenizer._TYPES))
+
+    class UpperTokenizer(CharTokenizer):
+        type_name = "upper"
+
+        def encode(self, text):
+            return super().encode(text.upper())
+
+    tok = UpperTokenizer().train("ABC")
+    tok.save(tmp_path / "upper.json")
+    loaded = load_tokenizer(tmp_path / "upper.json")
+    assert type(loaded) is UpperTokenizer and loaded.encode("cab") == [2, 0, 1]
+    assert set(gptlib.tokenizer._TYPES) >= {"char", "bpe", "upper"}
