@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import char_corpus, non_embedding_params, write_rows  # experiments/common.py
+from common import char_corpus, write_rows  # experiments/common.py
 
 from gptlib.device import set_seed
 from gptlib.model import GPT, Block, GPTConfig
@@ -104,7 +104,7 @@ def main() -> None:
             t0 = time.perf_counter()
             result = train(model, train_ids, val_ids, dataclasses.replace(recipe, seed=seed),
                            progress=False)
-            n = non_embedding_params(model)
+            n = model.kaplan_params()
             rows += [{"variant": name, "seed": seed, "non_embedding_params": n,
                       "step": h["step"], "train_loss": round(h["train_loss"], 5),
                       "val_loss": round(h["val_loss"], 5)}

@@ -1,4 +1,4 @@
-"""What the experiment scripts share: corpus splits, Kaplan's N, whole-split losses, CSV output."""
+"""What the experiment scripts share: corpus splits, whole-split losses, CSV output."""
 
 from __future__ import annotations
 
@@ -25,12 +25,6 @@ def char_corpus(n_chars: int = 1_000_000):
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
     train_ids, val_ids = train_val_split(ids, 0.1)
     return tokenizer, train_ids, val_ids
-
-
-def non_embedding_params(model: GPT) -> int:
-    """Parameters of the blocks and ln_f (Kaplan et al. 2020, Sec. 2.1: N excludes embeddings)."""
-    return sum(p.numel() for p in model.h.parameters()) + sum(
-        p.numel() for p in model.ln_f.parameters())
 
 
 def write_rows(path: str | Path, columns: list[str], rows: list[dict]) -> None:

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import char_corpus, non_embedding_params, write_rows  # experiments/common.py
+from common import char_corpus, write_rows  # experiments/common.py
 
 from gptlib.device import set_seed
 from gptlib.model import GPT, GPTConfig
@@ -74,7 +74,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = train(model, train_ids, val_ids, cfg, progress=False)
         seconds = time.perf_counter() - t0
-        n = non_embedding_params(model)
+        n = model.kaplan_params()
         for h in result.history:
             if h["val_loss"] is None:
                 continue

@@ -339,6 +339,16 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding else n
 
+    def kaplan_params(self) -> int:
+        """Kaplan et al.'s N (2020, Sec. 2.1): the blocks and ln_f, every embedding left out.
+
+        The N of their scaling laws, L(N) = (N_c / N) ** alpha_N. It differs from
+        ``num_params(non_embedding=True)``, which keeps the tied wte/lm_head matrix because the
+        output layer costs compute (the right count for FLOPs, the wrong one for this fit).
+        """
+        return sum(p.numel() for p in self.h.parameters()) + sum(
+            p.numel() for p in self.ln_f.parameters())
+
     def param_breakdown(self) -> dict[str, int]:
         """Parameters by component, for the book's tables; the values add up to "total"."""
         parts = dict(token_embedding=0, position_embedding=0, attention=0, mlp=0, layernorm=0)

@@ -211,3 +211,15 @@ def test_residual_projections_get_the_scaled_init():
     assert abs(std - 0.02 / math.sqrt(16)) < 5e-4
     assert abs(model.h[0].mlp.c_fc.weight.std().item() - 0.02) < 5e-4
     assert (model.h[0].attn.c_attn.bias == 0).all() and (model.ln_f.weight == 1).all()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "book", "gpt2"])
+def test_kaplan_params_is_blocks_and_final_layernorm(preset):
+    """Kaplan et al.'s N by hand: per block 12C^2 (four C x C attention matrices plus the 4C-wide
+    MLP) and 13C biases and LayerNorm weights, then 2C for ln_f; no embedding at all."""
+    cfg = GPTConfig.preset(preset)
+    with torch.device("meta"):
+        model = GPT(cfg)
+    L, C = cfg.n_layer, cfg.n_embd
+    assert model.kaplan_params() == L * (12 * C * C + 13 * C) + 2 * C
+    assert model.kaplan_params() < model.num_params(non_embedding=True) < model.num_params()
