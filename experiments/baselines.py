@@ -32,7 +32,7 @@ import json
 import time
 from pathlib import Path
 
-from common import bpe_corpus  # experiments/common.py
+from common import bpe_corpus, write_json  # experiments/common.py
 
 from gptlib.data import shakespeare_text, train_val_split
 from gptlib.ngram import NGramModel
@@ -91,10 +91,7 @@ def main() -> None:
         result["token_ngrams"].append(ngram_row(
             f"token Kneser-Ney, order {n}", n, "kneser-ney", train_ids.numpy(), val_ids.numpy(),
             n_val_chars, vocab))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

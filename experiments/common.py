@@ -1,8 +1,9 @@
-"""What the experiment scripts share: corpus splits, whole-split losses, CSV output."""
+"""What the experiment scripts share: corpus splits, whole-split losses, CSV and JSON output."""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -83,3 +84,11 @@ def bits_per_char(nats_per_token: float, n_tokens: int, n_chars: int) -> float:
     0.5
     """
     return nats_per_token / math.log(2) * n_tokens / n_chars
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` as indented JSON, creating the folder if needed."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out}")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import bits_per_char, split_loss  # experiments/common.py
+from common import bits_per_char, split_loss, write_json  # experiments/common.py
 
 from gptlib.checkpoint import load_checkpoint
 from gptlib.data import load_text, shakespeare_text, train_val_split
@@ -79,10 +79,7 @@ def main() -> None:
           f"bits/char ({time.perf_counter() - t0:.0f} s)")
     print(f"vocabulary entries whose bytes never occur in the training text: {len(leaked)}"
           + (f" (e.g. {leaked[:5]})" if leaked else ""))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":
