@@ -142,9 +142,10 @@ test: setup chromium
 lint: setup
 	$(VENV)/bin/ruff check gptlib tests benchmarks experiments _ext
 
-# Library tests: everything in tests/ except the notebook, TOC and site checks.
+# Library tests: everything in tests/ except the notebook, TOC and site checks, and every
+# docstring example in gptlib/ (--doctest-modules, set in pyproject.toml).
 test-lib: setup
-	$(PYTEST) tests -m "not book" -p no:cacheprovider \
+	$(PYTEST) tests gptlib -m "not book" -p no:cacheprovider \
 	  --ignore=tests/test_notebooks.py --ignore=tests/test_toc.py --ignore=tests/test_site.py
 
 test-notebooks: setup
