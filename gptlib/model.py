@@ -23,8 +23,10 @@ GPT-2 parameter names and the book's notation:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -194,6 +196,25 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), kv_cache, layer)  # residual (He et al. 2016)
         x = x + self.mlp(self.ln_2(x))  # LayerNorm first: GPT-2 (Radford et al. 2019, Sec. 2.3)
         return x  # (B, T, C)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Switch ``model`` to eval mode (dropout off) for a block, then restore its previous mode.
+
+    >>> m = nn.Dropout(0.5)
+    >>> with evaluating(m):
+    ...     m.training
+    False
+    >>> m.training
+    True
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
