@@ -10,12 +10,15 @@ raises, the temporary file is removed and the old file is untouched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -69,3 +72,17 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def dataclass_from_dict(cls: type[T], fields: dict[str, Any]) -> T:
+    """Build the dataclass ``cls`` from a dict read from JSON, naming any unknown field.
+
+    A typo in a config file (``n_layers`` for ``n_layer``) fails loudly instead of being ignored.
+    Lists become tuples where the field's default is a tuple (JSON has no tuples).
+    """
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+    return cls(**{k: tuple(v) if isinstance(known[k].default, tuple) and isinstance(v, list) else v
+                  for k, v in fields.items()})

@@ -34,6 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gptlib.files import dataclass_from_dict
+
 if TYPE_CHECKING:
     from gptlib.kv_cache import KVCache
 
@@ -98,11 +100,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
 
 class CausalSelfAttention(nn.Module):

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from gptlib import checkpoint, distributed
 from gptlib.data import get_batch
 from gptlib.device import autocast, capture_rng_state, restore_rng_state
+from gptlib.files import dataclass_from_dict
 from gptlib.model import unwrap_model
 
 logger = logging.getLogger(__name__)
@@ -95,11 +96,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if k == "betas" else v for k, v in d.items()})
+        return dataclass_from_dict(cls, d)
 
 
 class TrainingDivergedError(RuntimeError):
