@@ -291,22 +291,39 @@ class GPT(nn.Module):
         Returns:
             logits (B, T, V) and the mean cross-entropy loss (a scalar) or None.
         """
-        start = 0 if kv_cache is None else kv_cache.length  # tokens already in the cache
-        B, T = self._check_input(idx, start)
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C) + (T, C) -> (B, T, C)
-        for layer, block in enumerate(self.h):
-            x = block(x, kv_cache, layer)  # (B, T, C)
-        x = self.ln_f(x)  # (B, T, C)
+        x = self.ln_f(self.hidden_states(idx, kv_cache)[-1])  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, V)
-        if kv_cache is not None:
-            kv_cache.advance(T)  # every layer has stored its T new keys and values
+        B, T = idx.shape
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
                 logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-100
             )
         return logits, loss
+
+    def hidden_states(
+        self, idx: torch.Tensor, kv_cache: KVCache | None = None
+    ) -> list[torch.Tensor]:
+        """The residual stream at every depth, before the final LayerNorm.
+
+        Args:
+            idx: (B, T) token ids; with `kv_cache`, the tokens that follow the cached ones.
+            kv_cache: optional cache, read, extended and advanced by T as in `forward`.
+        Returns:
+            n_layer + 1 tensors (B, T, C): the embeddings, then the output of each block.
+            ``ln_f`` of the last one is what the output layer (or a task head) reads.
+        """
+        start = 0 if kv_cache is None else kv_cache.length  # tokens already in the cache
+        B, T = self._check_input(idx, start)
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C) + (T, C) -> (B, T, C)
+        states = [x]
+        for layer, block in enumerate(self.h):
+            x = block(x, kv_cache, layer)  # (B, T, C)
+            states.append(x)
+        if kv_cache is not None:
+            kv_cache.advance(T)  # every layer has stored its T new keys and values
+        return states
 
     def _check_input(self, idx: torch.Tensor, start: int) -> tuple[int, int]:
         if idx.dim() != 2:

@@ -5,7 +5,8 @@ functions (deferred) and under `TYPE_CHECKING`. A deferred import still couples 
 book's rule (STYLE.md, DESIGN.md) is that the layering holds for all of them:
 
     _version, files, device, tokenizer, bpe, data, ngram, kv_cache   (foundations)
-    -> model, distributed  -> generate, checkpoint, pretrained  -> train
+    -> model, distributed  -> generate, checkpoint, pretrained, ablations, lora, finetune, embed
+    -> train
     -> exercises, the command line (__main__) and the package's re-exports (__init__)
 """
 
@@ -19,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gptlib"
 LAYERS = [
     {"_version", "files", "device", "tokenizer", "bpe", "data", "ngram", "kv_cache"},
     {"model", "distributed"},
-    {"generate", "checkpoint", "pretrained"},
+    {"generate", "checkpoint", "pretrained", "ablations", "lora", "finetune", "embed"},
     {"train"},
     {"exercises", "__main__", "__init__"},
 ]
