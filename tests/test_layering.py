@@ -18,7 +18,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gptlib"
 LAYERS = [
-    {"_version", "files", "device", "tokenizer", "bpe", "data", "ngram", "kv_cache"},
+    {"_version", "files", "device", "tokenizer", "bpe", "corpus", "data", "ngram", "kv_cache",
+     "tasks"},
     {"model", "distributed"},
     {"generate", "checkpoint", "pretrained", "ablations", "lora", "finetune", "embed"},
     {"train"},
