@@ -3,8 +3,8 @@
 One randomly initialised GPT (weights do not matter for speed) generates ``--new-tokens``
 tokens greedily from a short prompt three ways, in the same run:
 
-1. gptlib ``generate(use_cache=False)``: every step re-runs the whole sequence;
-2. gptlib ``generate(use_cache=True)``: every step runs one token against a ``KVCache``;
+1. gptlib ``generate(..., use_cache=False)``: every step re-runs the whole sequence;
+2. gptlib ``generate(..., use_cache=True)``: every step runs one token against a ``KVCache``;
 3. ``transformers`` ``GPT2LMHeadModel.generate`` with its own cache, same weights
    (converted with ``gptlib.pretrained.to_hf_model``); skipped if transformers is missing.
 
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from gptlib.generate import generate
+from gptlib.generate import SamplingConfig, generate
 from gptlib.model import GPT, GPTConfig
 
 
@@ -63,13 +63,13 @@ def main() -> None:
           f"prompt {args.prompt_tokens} tokens, {n} new tokens, greedy, "
           f"best of {args.repeats} runs (no cache: 1 run)")
 
-    generate(model, prompt, 8, temperature=0)  # warm-up
+    greedy = SamplingConfig(temperature=0)
+    generate(model, prompt, 8, greedy)  # warm-up
     rows = {}
     # the slow path runs once: its time is long enough to be stable
-    t, no_cache = timed(lambda: generate(model, prompt, n, temperature=0, use_cache=False), 1)
+    t, no_cache = timed(lambda: generate(model, prompt, n, greedy, use_cache=False), 1)
     rows["gptlib, no cache"] = t
-    t, cached = timed(lambda: generate(model, prompt, n, temperature=0, use_cache=True),
-                      args.repeats)
+    t, cached = timed(lambda: generate(model, prompt, n, greedy, use_cache=True), args.repeats)
     rows["gptlib, KV cache"] = t
     same = {"gptlib cache vs no cache": torch.equal(cached, no_cache)}
 

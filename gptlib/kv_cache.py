@@ -14,10 +14,11 @@ value vector of C = n_embd numbers per layer, sequence and position:
 B = 1 and T = 1024 that is 2 * 12 * 1 * 1024 * 768 * 4 bytes = 72 MiB.
 
 Design: the tensors are allocated once, at full size (n_layer, B, nh, max_len, hs), so a step
-writes in place and allocates nothing. `GPT.forward` calls `update(layer, k, v)` in each layer,
-which writes the new keys and values after the `length` positions already stored and returns
-everything stored so far; after the last layer it calls `advance(T)`, and only then does
-`length` grow. Left out on purpose: paged or sliding-window caches, quantised caches.
+writes in place and allocates nothing. Each `CausalSelfAttention` calls `update(layer_idx, k, v)`
+with the index of its block, which writes the new keys and values after the `length` positions
+already stored and returns everything stored so far; after the last layer the model calls
+`advance(T)`, and only then does `length` grow. Left out on purpose: paged or sliding-window
+caches, quantised caches.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # 2 x (B, nh, end, hs)
 
     def advance(self, n: int) -> None:
-        """Mark n more positions as stored; `GPT.forward` calls this after its last layer."""
+        """Mark n more positions as stored; the model calls this after its last layer."""
         if self._length + n > self.max_len:
             raise ValueError(f"cannot advance {n} past max_len={self.max_len}")
         self._length += n

@@ -1,19 +1,20 @@
 """Tests of gptlib.model: config validation, the two attention paths, causality, the loss,
-parameter counts and attention maps. Every model here is the seeded "tiny" preset."""
+parameter and FLOP counts, and attention maps. Every model here is a seeded small preset."""
 
 import dataclasses
 import math
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from gptlib.kv_cache import KVCache
-from gptlib.model import GPT, GPTConfig, param_count
+from gptlib.model import GPT, GPTConfig, param_count, set_attention
 
 
-def tiny(seed: int = 0, **overrides) -> GPT:
+def tiny(seed: int = 0, attention: str = "sdpa", **overrides) -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTConfig.preset("tiny", **overrides)).eval()
+    return GPT(GPTConfig.preset("tiny", **overrides), attention=attention).eval()
 
 
 def tokens(B: int, T: int, V: int = 256, seed: int = 1) -> torch.Tensor:
@@ -33,7 +34,6 @@ def tokens(B: int, T: int, V: int = 256, seed: int = 1) -> torch.Tensor:
         (dict(n_head=True), "n_head must be a positive integer, got True"),
         (dict(dropout=1.0), "dropout must be a number in [0, 1), got 1.0"),
         (dict(dropout=-0.1), "dropout must be a number in [0, 1), got -0.1"),
-        (dict(attention="flash"), "attention must be 'sdpa' or 'explicit', got 'flash'"),
         (dict(bias="yes"), "bias must be True or False"),
     ],
 )
@@ -58,6 +58,12 @@ def test_from_dict_names_unknown_keys():
         GPTConfig.from_dict({**GPTConfig().to_dict(), "n_heads": 4})
 
 
+def test_the_saved_config_holds_no_code_path_switch():
+    """The attention path is not a hyper-parameter: it is not in the config a checkpoint saves."""
+    assert set(GPTConfig().to_dict()) == {"vocab_size", "block_size", "n_layer", "n_head",
+                                          "n_embd", "dropout", "bias"}
+
+
 def test_presets():
     gpt2 = GPTConfig.preset("gpt2")
     assert (gpt2.n_layer, gpt2.n_head, gpt2.n_embd, gpt2.block_size, gpt2.vocab_size) == (
@@ -73,12 +79,30 @@ def test_presets():
 # --- attention -----------------------------------------------------------------------------
 
 
-def test_explicit_attention_equals_sdpa():
-    sdpa = tiny(attention="sdpa")
-    explicit = GPT(dataclasses.replace(sdpa.config, attention="explicit")).eval()
-    explicit.load_state_dict(sdpa.state_dict())
+def test_one_state_dict_gives_the_same_logits_on_both_paths():
+    sdpa = tiny()
+    explicit = GPT(sdpa.config, attention="explicit").eval()
+    assert explicit.state_dict().keys() == sdpa.state_dict().keys()  # no path-specific tensor
+    explicit.load_state_dict(sdpa.state_dict())  # strict: every name and shape matches
     idx = tokens(3, 40)
-    torch.testing.assert_close(explicit(idx)[0], sdpa(idx)[0], atol=1e-6, rtol=0)
+    expected = sdpa(idx)[0]
+    torch.testing.assert_close(explicit(idx)[0], expected, atol=1e-6, rtol=0)
+    # switching a built model changes the path, not the function
+    assert set_attention(sdpa, "explicit") is sdpa
+    assert {block.attn.attention for block in sdpa.h} == {"explicit"}
+    torch.testing.assert_close(sdpa(idx)[0], expected, atol=1e-6, rtol=0)
+
+
+def test_an_unknown_attention_path_is_rejected():
+    with pytest.raises(ValueError, match="attention must be 'sdpa' or 'explicit', got 'flash'"):
+        GPT(GPTConfig.preset("tiny"), attention="flash")
+    with pytest.raises(ValueError, match="got 'fused'"):
+        set_attention(tiny(), "fused")
+
+
+def test_each_attention_knows_its_layer():
+    model = tiny(n_layer=3)
+    assert [block.attn.layer_idx for block in model.h] == [0, 1, 2]
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "explicit"])
@@ -110,15 +134,31 @@ def test_causality_future_tokens_do_not_change_past_logits(attention):
     assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])  # and later positions do change
 
 
-def test_attention_maps_are_causal_distributions():
-    model = tiny()
-    maps = model.attention_maps(tokens(2, 12))
-    assert len(maps) == 2 and all(m.shape == (2, 2, 12, 12) for m in maps)
-    for m in maps:
-        torch.testing.assert_close(m.sum(-1), torch.ones(2, 2, 12))
-        assert (m.triu(diagonal=1) == 0).all()
-        lower = torch.tril(torch.ones(12, 12, dtype=torch.bool))
-        assert (m[..., lower] > 0).all()  # softmax gives every allowed position some weight
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+def test_attention_maps_match_a_computation_by_hand(attention):
+    """Reference: from each block's input h (a hidden state), Q and K are the first two thirds
+    of ln_1(h) W_attn^T + b, split into heads; A = softmax(Q K^T / sqrt(hs) + M), where M is 0
+    on and below the diagonal and -inf above it (Vaswani et al. 2017, Eq. 1)."""
+    model = tiny(attention=attention, dropout=0.5).train()  # dropout must be off for the maps
+    idx = tokens(2, 12)
+    maps = model.attention_maps(idx)
+    assert model.training  # mode restored
+    assert all(not block.attn._forward_hooks for block in model.h)  # hooks removed
+    with torch.no_grad():
+        states = model.eval().hidden_states(idx)
+    B, T, C, nh = 2, 12, model.config.n_embd, model.config.n_head
+    above_diagonal = torch.triu(torch.full((T, T), float("-inf")), diagonal=1)  # (T, T)
+    assert len(maps) == model.config.n_layer
+    for block, h, got in zip(model.h, states[:-1], maps, strict=True):
+        qkv = torch.nn.functional.linear(block.ln_1(h), block.attn.c_attn.weight,
+                                         block.attn.c_attn.bias)  # (B, T, 3C)
+        q = qkv[..., :C].reshape(B, T, nh, C // nh).permute(0, 2, 1, 3)  # (B, nh, T, hs)
+        k = qkv[..., C : 2 * C].reshape(B, T, nh, C // nh).permute(0, 2, 1, 3)
+        expected = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(C // nh) + above_diagonal,
+                                 dim=-1)  # (B, nh, T, T)
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+        assert (got.triu(diagonal=1) == 0).all()
+        torch.testing.assert_close(got.sum(-1), torch.ones(B, nh, T))
 
 
 # --- loss and training ---------------------------------------------------------------------
@@ -189,15 +229,62 @@ def test_param_count_formula_matches_the_model(name, overrides):
     assert breakdown.pop("total") == counted == sum(breakdown.values())
 
 
+def test_param_breakdown_by_hand():
+    """tiny: V = 256, block_size = 64, L = 2, C = 64. Attention per block 4C^2 + 4C, MLP
+    8C^2 + 5C, LayerNorms 2 per block and ln_f, 2C each."""
+    C, L = 64, 2
+    assert tiny().param_breakdown() == dict(
+        token_embedding=256 * C, position_embedding=64 * C, attention=L * (4 * C * C + 4 * C),
+        mlp=L * (8 * C * C + 5 * C), layernorm=(2 * L + 1) * 2 * C,
+        total=param_count(GPTConfig.preset("tiny")))
+
 
 def test_gpt2_numbers():
     with torch.device("meta"):
         model = GPT(GPTConfig.preset("gpt2"))
     assert model.num_params() == 124_439_808
     assert model.lm_head.weight is model.wte.weight
-    n = model.num_params(non_embedding=True)
-    assert model.flops_per_token() == 2 * n + 2 * 12 * 1024 * 768
-    assert model.flops_per_token(training=True) == 3 * model.flops_per_token()
+
+
+@pytest.mark.parametrize("overrides, T", [
+    ({}, 64), ({}, 17), (dict(bias=False), 30),
+    (dict(n_layer=3, n_head=4, n_embd=32, vocab_size=100), 20),
+])
+def test_flops_per_token_against_a_flop_counter(overrides, T):
+    """Independent oracle: torch's FlopCounterMode counts the matrix products that really run.
+
+    On the explicit attention path it sees, per token, 2 FLOPs for each weight of a matmul
+    (12 L C^2 in the blocks, V C in lm_head) and, per layer, Q K^T and A V over the T x T
+    square: 4 L T C. `flops_per_token` (its docstring) counts 2 FLOPs for every parameter
+    but wpe, the biases and LayerNorm weights included (13 L C + 2 C of them with biases,
+    2 L C + C without), and Kaplan's 2 L T C for attention. Hence
+
+        counted = flops_per_token - 2 * (biases and LayerNorm weights) + 2 L T C,
+
+    and for forward + backward, where every matmul runs once forward and twice backward
+    (the gradients of both operands), three times each of those terms.
+    """
+    model = tiny(attention="explicit", **overrides)
+    cfg = model.config
+    L, C, B = cfg.n_layer, cfg.n_embd, 2
+    not_matmul = L * 13 * C + 2 * C if cfg.bias else L * 2 * C + C
+    idx, targets = tokens(B, T, cfg.vocab_size), tokens(B, T, cfg.vocab_size, seed=2)
+    with FlopCounterMode(display=False) as counter:
+        model(idx)
+    expected = model.flops_per_token(seq_len=T) - 2 * not_matmul + 2 * L * T * C
+    assert counter.get_total_flops() == B * T * expected
+    with FlopCounterMode(display=False) as counter:
+        model(idx, targets)[1].backward()
+    expected = model.flops_per_token(training=True, seq_len=T) + 3 * (2 * L * T * C
+                                                                       - 2 * not_matmul)
+    assert counter.get_total_flops() == B * T * expected
+
+
+def test_flops_per_token_uses_block_size_by_default():
+    model = tiny()
+    assert model.flops_per_token() == model.flops_per_token(seq_len=64)
+    assert model.flops_per_token(seq_len=64) - model.flops_per_token(seq_len=32) == (
+        2 * 2 * 32 * 64)  # 2 L (64 - 32) C: only the attention term depends on T
 
 
 def test_residual_projections_get_the_scaled_init():
