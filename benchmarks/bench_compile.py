@@ -1,7 +1,8 @@
 """torch.compile on a training step: compilation time, and compiled against eager speed.
 
-Both models start from the same weights and take the same training steps (forward, backward,
-gradient clipping, the AdamW update of ``gptlib.train.configure_optimizer``) on the same batch.
+Both models start from the same weights and take the same training step,
+``gptlib.train.train_step`` (forward, backward, gradient clipping, the AdamW update of
+``gptlib.train.configure_optimizer``), on the same batch.
 The first call of the compiled model compiles it (Ansel et al. 2024); that call is timed on its
 own. After warm-up, steps alternate between the two models, so a busy machine slows both alike,
 and the median step time of each gives tokens/s.
@@ -18,17 +19,12 @@ import argparse
 import platform
 import statistics
 
-import bench_train  # the sibling script: python benchmarks/bench_compile.py puts it on the path
 import torch
+from bench_train import step_time  # the sibling script: python benchmarks/bench_compile.py
 
 from gptlib.device import pick_device
 from gptlib.model import GPT, GPTConfig
 from gptlib.train import TrainConfig, configure_optimizer
-
-
-def step_time(model, optimizer, x, y, device) -> float:
-    """Seconds for one training step of a gptlib model (the same timer as bench_train)."""
-    return bench_train.step_time(model, optimizer, bench_train.gptlib_loss, x, y, device)
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
 """Training speed: gptlib's GPT against Hugging Face ``GPT2LMHeadModel``, same everything else.
 
 For each model size, both models start from the same weights (``gptlib.pretrained.to_hf_model``)
-and take training steps on the same batches with the same optimizer set-up
-(``gptlib.train.configure_optimizer``: AdamW, decay on matrices, fused where available), the same
-gradient clipping and the same loss (cross-entropy on the logits). Steps alternate between the
-two models, so a busy machine slows both alike; the median step time of each gives tokens/s.
+and take the same training step, ``gptlib.train.train_step`` (forward, backward, gradient
+clipping, the AdamW update of ``gptlib.train.configure_optimizer``), on the same batches and with
+the same loss (cross-entropy on the logits). Steps alternate between the two models, so a busy
+machine slows both alike; the median step time of each gives tokens/s.
 
 Printed: tokens/s of each and the ratio gptlib / transformers (the goal: >= 1).
 
@@ -19,12 +19,13 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from gptlib.data import get_batch
-from gptlib.device import autocast, pick_device
+from gptlib.device import pick_device
 from gptlib.model import GPT, GPTConfig
 from gptlib.pretrained import to_hf_model
-from gptlib.train import TrainConfig, configure_optimizer
+from gptlib.train import TrainConfig, configure_optimizer, train_step
 
 SIZES = {  # name: (model config, batch size)
     "tiny": (GPTConfig.preset("tiny"), 16),
@@ -32,34 +33,31 @@ SIZES = {  # name: (model config, batch size)
 }
 
 
-def gptlib_loss(model, x, y):
-    return model(x, y)[1]
+class HFWithLoss(nn.Module):
+    """A Hugging Face GPT-2 with gptlib's forward contract, ``(x, y) -> (logits, loss)``."""
+
+    def __init__(self, hf_model: nn.Module) -> None:
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.hf(input_ids=x).logits  # (B, T, V)
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
 
 
-def hf_loss(model, x, y):
-    logits = model(input_ids=x).logits  # (B, T, V)
-    return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
-
-
-def step_time(model, optimizer, loss_fn, x, y, device) -> float:
-    """Seconds for one full training step: forward, backward, clip, AdamW update."""
+def step_time(model, optimizer, x, y, device) -> float:
+    """Seconds for one ``train_step`` (forward, backward, clip, AdamW update) on one batch."""
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    with autocast(device):
-        loss = loss_fn(model, x, y)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    loss.item()  # waits for the device
+    train_step(model, optimizer, [(x, y)], grad_clip=1.0)  # returns floats: waits for the device
     return time.perf_counter() - start
 
 
 def bench(name: str, config: GPTConfig, batch_size: int, steps: int, warmup: int, device):
     torch.manual_seed(0)
     ours = GPT(config).to(device)
-    theirs = to_hf_model(ours).to(device)
+    theirs = HFWithLoss(to_hf_model(ours)).to(device)
     cfg = TrainConfig(batch_size=batch_size, lr=1e-4, min_lr=1e-5, warmup_steps=0)
     opt_ours, opt_theirs = configure_optimizer(ours, cfg), configure_optimizer(theirs, cfg)
     gen = torch.Generator().manual_seed(0)
@@ -67,8 +65,8 @@ def bench(name: str, config: GPTConfig, batch_size: int, steps: int, warmup: int
     times = {"gptlib": [], "transformers": []}
     for i in range(warmup + steps):
         x, y = get_batch(tokens, batch_size, config.block_size, gen, device)
-        t_ours = step_time(ours, opt_ours, gptlib_loss, x, y, device)
-        t_theirs = step_time(theirs, opt_theirs, hf_loss, x, y, device)
+        t_ours = step_time(ours, opt_ours, x, y, device)
+        t_theirs = step_time(theirs, opt_theirs, x, y, device)
         if i >= warmup:
             times["gptlib"].append(t_ours)
             times["transformers"].append(t_theirs)

@@ -33,13 +33,21 @@ from gptlib.device import pick_device
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process stands in the job."""
+    """Where this process stands in the job.
+
+    >>> DistInfo(rank=1, world_size=2).is_main, DistInfo().is_main
+    (False, True)
+    """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
-    is_main: bool = True
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the process that writes checkpoints and logs."""
+        return self.rank == 0
 
 
 def _under_torchrun() -> bool:
@@ -63,8 +71,7 @@ def init_distributed(device: str | torch.device | None = None) -> DistInfo:
         torch.cuda.set_device(dev)
     if not tdist.is_initialized():
         tdist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev,
-                    is_main=rank == 0)
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
 def is_main_process() -> bool:
@@ -81,7 +88,7 @@ def cleanup() -> None:
 def shard_batch(batch: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """This process's rows of a global batch: ``batch[rank::world_size]``.
 
-    >>> shard_batch(torch.arange(6), DistInfo(rank=1, world_size=2, is_main=False))
+    >>> shard_batch(torch.arange(6), DistInfo(rank=1, world_size=2))
     tensor([1, 3, 5])
     """
     if batch.shape[0] % info.world_size:

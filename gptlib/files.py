@@ -55,6 +55,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb",
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would give
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()
@@ -63,6 +64,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb",
         fsync_path(path.parent)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gptlib.files import atomic_write
+
 FORMAT_VERSION = 1
 
 
@@ -115,15 +117,9 @@ class Tokenizer(ABC):
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as readable JSON; the file is replaced atomically."""
         data = {"type": self.type_name, "version": FORMAT_VERSION, **self.to_dict()}
-        path = Path(path)
-        # Write to a temporary file beside the target, then rename: an interrupted save never
-        # leaves a half-written tokenizer behind.
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.write_text(_readable_json(data), encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        text = _readable_json(data)
+        with atomic_write(path, "w", encoding="utf-8") as f:  # never a half-written file
+            f.write(text)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:

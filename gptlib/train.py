@@ -1,17 +1,18 @@
-"""Training a GPT: the config, the optimizer, the learning-rate schedule and the loop.
+"""Training a GPT: the config, the optimizer, the learning-rate schedule, one step and the loop.
 
-What one optimizer step does:
+What one optimizer step does (``train_step``, which a notebook can also call in its own loop):
 
-1. draw ``batch_size * grad_accum * world_size`` random windows with a seeded generator;
-2. for each of ``grad_accum`` micro-batches: forward (bf16 autocast on CUDA), backward of
-   ``loss / grad_accum``, so the summed gradients are those of the mean loss over the full batch;
-3. clip the global gradient norm (Pascanu et al. 2013) and stop with ``TrainingDivergedError``
-   if the loss or the norm is not finite;
-4. an AdamW update (Kingma & Ba 2015; decoupled weight decay, Loshchilov & Hutter 2019) at the
-   learning rate of ``lr_at``: linear warmup (Goyal et al. 2017), then cosine decay.
+1. for each micro-batch: forward (bf16 autocast on CUDA), backward of ``loss / n_micro``, so the
+   summed gradients are those of the mean loss over the full batch;
+2. clip the global gradient norm (Pascanu et al. 2013);
+3. an AdamW update (Kingma & Ba 2015; decoupled weight decay, Loshchilov & Hutter 2019), skipped
+   if the loss or the norm is not finite, so one bad batch cannot spread NaN into every weight.
 
-Every run is reproducible from ``TrainConfig.seed``, and ``resume=True`` continues an interrupted
-run so exactly that it ends with bit-identical weights (see ``train``). Under ``torchrun`` the same
+``train`` runs the job around it: ``batch_size * grad_accum * world_size`` random windows per step
+from a seeded generator, the learning rate of ``lr_at`` (linear warmup, Goyal et al. 2017, then
+cosine decay), evaluation, log.csv, checkpoints, and a ``TrainingDivergedError`` when a step is
+not finite. Every run is reproducible from ``TrainConfig.seed``, and ``resume=True`` continues an
+interrupted run so exactly that it ends with bit-identical weights. Under ``torchrun`` the same
 function runs data-parallel (``gptlib.distributed``). Left out on purpose: float16 loss scaling
 (bf16 needs none), learning-rate finders, early stopping on validation loss (use ``callback``).
 """
@@ -24,7 +25,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ from gptlib import checkpoint, distributed
 from gptlib.data import get_batch
 from gptlib.device import autocast, capture_rng_state, restore_rng_state
 from gptlib.files import dataclass_from_dict
-from gptlib.model import unwrap_model
+from gptlib.model import evaluating, unwrap_model
+from gptlib.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -176,24 +178,87 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=True)
 
 
+@dataclass(frozen=True)
+class StepStats:
+    """What one ``train_step`` measured, both before the update."""
+
+    loss: float  # mean loss over the micro-batches (and over the processes under torchrun)
+    grad_norm: float  # global L2 norm of all gradients, before clipping
+
+    @property
+    def finite(self) -> bool:
+        """False when the loss or the norm is NaN or infinite (and the update was skipped)."""
+        return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+               batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
+               lr: float | None = None, grad_clip: float | None = 1.0) -> StepStats:
+    """One optimizer update from the (x, y) micro-batches of one step: accumulate, clip, update.
+
+    Each micro-batch's loss is divided by ``len(batches)`` before its backward pass, so the
+    gradients that add up in ``p.grad`` are those of the mean loss over the micro-batches: for
+    micro-batches of one shape, exactly the gradient of one batch of ``len(batches) * B`` rows.
+    Under DistributedDataParallel the gradients are exchanged once, after the last micro-batch.
+    The model runs in the mode it is in: call ``model.train()`` first if it has dropout.
+
+    Args:
+        model: ``model(x, y)`` returns ``(logits, loss)``, the loss a mean over the batch: a GPT,
+            possibly compiled or wrapped in DistributedDataParallel.
+        optimizer: any ``torch.optim`` optimizer over the model's parameters.
+        batches: the micro-batches, each two (B, T) long tensors on the model's device,
+            ``y[b, t]`` the token that follows ``x[b, t]``.
+        lr: if given, the learning rate of every parameter group from this step on.
+        grad_clip: the largest global gradient norm (Pascanu et al. 2013, Sec. 3.2); None or 0
+            turns clipping off (the norm is still measured).
+    Returns:
+        ``StepStats(loss, grad_norm)``. If either is not finite the update is skipped and the
+        weights stay as they were. ``p.grad`` keeps the step's clipped gradients until the next
+        call clears them.
+    """
+    if not batches:
+        raise ValueError("train_step needs at least one (x, y) micro-batch")
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)  # gradients left from before would be added in
+    ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+    total = torch.zeros((), device=batches[0][0].device)
+    for i, (x, y) in enumerate(batches):
+        last = i == len(batches) - 1
+        with model.no_sync() if ddp and not last else contextlib.nullcontext():
+            with autocast(x.device):
+                _, loss = model(x, y)
+            (loss / len(batches)).backward()  # summed gradients = gradient of the mean loss
+        total += loss.detach().float()
+    mean_loss = distributed.all_reduce_mean(total / len(batches)).item()
+    max_norm = grad_clip if grad_clip else math.inf
+    norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
+    stats = StepStats(loss=mean_loss, grad_norm=norm)
+    if stats.finite:  # a NaN or inf update would spoil every weight it touches
+        optimizer.step()
+    return stats
+
+
 @torch.no_grad()
 def estimate_loss(model: nn.Module, splits: dict[str, Any], cfg: TrainConfig,
                   generator: torch.Generator | None = None,
                   block_size: int | None = None) -> dict[str, float]:
-    """Mean loss over ``cfg.eval_iters`` random batches of each split, and its perplexity.
+    """Mean loss over ``cfg.eval_iters`` random batches of each split, in eval mode (no dropout).
 
     Args:
+        model: a GPT (or a compiled one); its train/eval mode is restored afterwards.
         splits: ``{"train": tokens, "val": tokens}`` (any names; 1-D tensors or TokenFiles).
+        cfg: ``batch_size`` and ``eval_iters`` (and ``block_size``) are read from it.
         generator: draws the batches; reseed it to evaluate on the same batches every time.
+        block_size: the window length T (default: ``cfg.block_size``, else the model's).
     Returns:
         ``{"train_loss": ..., "train_perplexity": ..., "val_loss": ..., ...}``.
     """
     device = next(model.parameters()).device
     block_size = block_size or cfg.block_size or unwrap_model(model).config.block_size
-    was_training = model.training
-    model.eval()
     out = {}
-    try:
+    with evaluating(model):
         for name, tokens in splits.items():
             total = torch.zeros((), device=device)
             for _ in range(cfg.eval_iters):
@@ -203,9 +268,47 @@ def estimate_loss(model: nn.Module, splits: dict[str, Any], cfg: TrainConfig,
                 total += loss.float()
             out[f"{name}_loss"] = total.item() / cfg.eval_iters
             out[f"{name}_perplexity"] = math.exp(min(out[f"{name}_loss"], 700.0))
-    finally:
-        model.train(was_training)
     return out
+
+
+@dataclass
+class _Run:
+    """What the helpers of ``train`` share about one run."""
+
+    cfg: TrainConfig
+    dist: distributed.DistInfo
+    raw: nn.Module  # the plain model: checkpointed, its weights checked for NaN
+    eval_model: nn.Module  # ``raw``, compiled if ``cfg.compile``
+    step_model: nn.Module  # ``eval_model``, wrapped in DistributedDataParallel under torchrun
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator  # the data order: the only source of training batches
+    block_size: int
+    out: Path | None
+    tokenizer: Tokenizer | None
+    last_saved: int | None = None  # step of the newest checkpoint on disk
+    seconds: float = 0.0  # time spent in steps since the last log row
+    steps_timed: int = 0
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.block_size * self.cfg.grad_accum * self.dist.world_size
+
+
+def _setup(model: nn.Module, cfg: TrainConfig, out_dir: str | Path | None,
+           tokenizer: Tokenizer | None) -> _Run:
+    dist = distributed.init_distributed(cfg.device)
+    raw = unwrap_model(model).to(dist.device)
+    block_size = cfg.block_size or raw.config.block_size
+    if block_size > raw.config.block_size:
+        raise ValueError(f"TrainConfig.block_size={block_size} exceeds the model's context "
+                         f"length block_size={raw.config.block_size}")
+    raw.train()
+    eval_model = torch.compile(raw) if cfg.compile else raw
+    return _Run(cfg=cfg, dist=dist, raw=raw, eval_model=eval_model,
+                step_model=distributed.wrap_model(eval_model, dist),
+                optimizer=configure_optimizer(raw, cfg),
+                gen=torch.Generator().manual_seed(cfg.seed), block_size=block_size,
+                out=None if out_dir is None else Path(out_dir), tokenizer=tokenizer)
 
 
 def _check_tokens(tokens: Any, name: str, block_size: int, vocab_size: int) -> None:
@@ -215,6 +318,15 @@ def _check_tokens(tokens: Any, name: str, block_size: int, vocab_size: int) -> N
     if isinstance(tokens, torch.Tensor) and int(tokens.max()) >= vocab_size:
         raise ValueError(f"{name} holds token id {int(tokens.max())}, outside the model's "
                          f"vocabulary (vocab_size={vocab_size})")
+
+
+def _micro_batches(run: _Run, tokens: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """This process's ``grad_accum`` micro-batches, cut from one global batch of the job."""
+    rows = run.cfg.batch_size * run.dist.world_size  # one micro-batch of the whole job
+    x, y = get_batch(tokens, rows * run.cfg.grad_accum, run.block_size, generator=run.gen)
+    return [tuple(distributed.shard_batch(t[i:i + rows], run.dist).to(run.dist.device)
+                  for t in (x, y))  # (batch_size, T) each
+            for i in range(0, len(x), rows)]
 
 
 def _read_log(path: Path, upto: int) -> list[dict]:
@@ -234,40 +346,35 @@ def _write_log(path: Path, rows: list[dict], append: bool) -> None:
         writer.writerows(rows)
 
 
-def _step(model, raw, optimizer, tokens, cfg, block_size, gen, dist) -> tuple[float, float]:
-    """Forward/backward over all micro-batches and clip; returns (mean loss, grad norm)."""
-    rows = cfg.batch_size * dist.world_size  # one micro-batch of the whole job
-    x, y = get_batch(tokens, rows * cfg.grad_accum, block_size, generator=gen)  # (A*rows, T)
-    total = torch.zeros((), device=dist.device)
-    for j in range(cfg.grad_accum):
-        xb, yb = (distributed.shard_batch(t[j * rows:(j + 1) * rows], dist).to(dist.device)
-                  for t in (x, y))  # (batch_size, T) each
-        last = j == cfg.grad_accum - 1
-        no_sync = dist.world_size > 1 and not last  # all-reduce gradients once per update
-        with model.no_sync() if no_sync else contextlib.nullcontext():
-            with autocast(dist.device):
-                _, loss = model(xb, yb)
-            (loss / cfg.grad_accum).backward()  # summed gradients = gradient of the mean loss
-        total += loss.detach().float()
-    mean_loss = distributed.all_reduce_mean(total / cfg.grad_accum)
-    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-    norm = nn.utils.clip_grad_norm_(raw.parameters(), max_norm)  # Pascanu et al. 2013, Sec. 3.2
-    return mean_loss.item(), norm.item()
+def _start(run: _Run, resume: bool) -> tuple[int, list[dict]]:
+    """Resume from or guard ``run.out``, seed dropout, start log.csv; returns (step, log rows)."""
+    if resume:
+        step, history = _resume(run)
+    elif run.out is not None and checkpoint.has_checkpoint(run.out):
+        raise FileExistsError(f"{run.out} already holds a checkpoint; pass resume=True to "
+                              "continue it, or choose another out_dir")
+    else:
+        step, history = 0, []
+        torch.manual_seed(run.cfg.seed + run.dist.rank)  # dropout masks
+    if run.out is not None and run.dist.is_main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        _write_log(run.out / "log.csv", history, append=False)
+    return step, history
 
 
-def _resume(out: Path | None, raw: nn.Module, optimizer: torch.optim.Optimizer,
-            gen: torch.Generator, cfg: TrainConfig, dist) -> tuple[int, list[dict]]:
-    """Load the state of ``out``'s checkpoint into the run; returns (step, log rows so far)."""
+def _resume(run: _Run) -> tuple[int, list[dict]]:
+    """Load the state of ``run.out``'s checkpoint into the run; returns (step, log rows so far)."""
+    out, cfg = run.out, run.cfg
     if out is None or not checkpoint.has_checkpoint(out):
         raise checkpoint.CheckpointError(f"resume=True but there is no checkpoint in {out}")
-    ck = checkpoint.load_checkpoint(out, model=raw)
+    ck = checkpoint.load_checkpoint(out, model=run.raw)
     if ck.optimizer_state is None or ck.rng_state is None:
         raise checkpoint.CheckpointError(f"the checkpoint in {out} has no optimizer or RNG "
                                          "state (saved for inference?); cannot resume it")
-    optimizer.load_state_dict(ck.optimizer_state)
-    restore_rng_state(ck.rng_state, {"train": gen})
-    if dist.rank:  # exact resume covers rank 0's dropout masks; other ranks reseed
-        torch.manual_seed(cfg.seed + dist.rank + ck.step)
+    run.optimizer.load_state_dict(ck.optimizer_state)
+    restore_rng_state(ck.rng_state, {"train": run.gen})
+    if run.dist.rank:  # exact resume covers rank 0's dropout masks; other ranks reseed
+        torch.manual_seed(cfg.seed + run.dist.rank + ck.step)
     free = ("max_steps", "device", "compile", "log_interval")  # may change without harm
     saved = None if ck.train_config is None else TrainConfig.from_dict(ck.train_config)
     changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
@@ -276,23 +383,62 @@ def _resume(out: Path | None, raw: nn.Module, optimizer: torch.optim.Optimizer,
     if changed:
         logger.warning("resuming with changed settings %s: the run will differ from an "
                        "uninterrupted one", changed)
+    run.last_saved = ck.step
     return ck.step, _read_log(out / "log.csv", upto=ck.step)  # later rows were never saved
 
 
-def _diverged(step: int, what: str, value: float, last_saved: int | None, out: Path | None,
-              cfg: TrainConfig) -> TrainingDivergedError:
-    kept = (f"the last good checkpoint (step {last_saved}) in {out} is kept"
-            if last_saved is not None and out is not None else "no checkpoint had been written")
+def _diverged(run: _Run, step: int, what: str, value: float) -> TrainingDivergedError:
+    kept = (f"the last good checkpoint (step {run.last_saved}) in {run.out} is kept"
+            if run.last_saved is not None and run.out is not None
+            else "no checkpoint had been written")
     return TrainingDivergedError(
         f"training diverged at step {step}: the {what} is {value}; {kept}. Try a lower "
-        f"learning rate (lr={cfg.lr}), more warmup or gradient clipping.", step, value, last_saved)
+        f"learning rate (lr={run.cfg.lr}), more warmup or gradient clipping.", step, value,
+        run.last_saved)
+
+
+def _save(run: _Run, step: int) -> None:
+    """Checkpoint the run at ``step`` (rank 0 writes), unless that step is already saved."""
+    if run.out is None or run.last_saved == step:
+        return
+    if not all(torch.isfinite(p).all() for p in run.raw.parameters()):
+        raise _diverged(run, step, "largest weight", math.inf)
+    if run.dist.is_main:
+        checkpoint.save_checkpoint(
+            run.out, run.raw, train_config=run.cfg.to_dict(), step=step, optimizer=run.optimizer,
+            tokenizer=run.tokenizer, rng_state=capture_rng_state({"train": run.gen}),
+            extra={"tokens_seen": step * run.tokens_per_step})
+        logger.info("saved the checkpoint of step %d in %s", step, run.out)
+    run.last_saved = step
+
+
+def _evaluate(run: _Run, result: TrainResult, train_tokens: Any, val_tokens: Any) -> dict:
+    """Evaluate on the same batches every time (a generator seeded ``seed + 1``)."""
+    ev = estimate_loss(run.eval_model, {"train": train_tokens, "val": val_tokens}, run.cfg,
+                       torch.Generator().manual_seed(run.cfg.seed + 1), run.block_size)
+    result.train_loss, result.val_loss = ev["train_loss"], ev["val_loss"]
+    return {"val_loss": ev["val_loss"], "val_perplexity": ev["val_perplexity"]}
+
+
+def _log(run: _Run, result: TrainResult, metrics: dict, bar: tqdm) -> None:
+    """Append a row to the history and log.csv, and report it; restarts the speed meter."""
+    tokens_per_s = run.steps_timed * run.tokens_per_step / max(run.seconds, 1e-9)
+    row = {"val_loss": None, **metrics, "tokens_per_s": tokens_per_s}
+    result.history.append({k: row[k] for k in LOG_COLUMNS})
+    run.seconds, run.steps_timed = 0.0, 0
+    if run.out is not None and run.dist.is_main:
+        _write_log(run.out / "log.csv", [row], append=True)
+    val = "" if row["val_loss"] is None else f", val loss {row['val_loss']:.4f}"
+    logger.info("step %d: loss %.4f%s, lr %.2e, grad norm %.3f, %.0f tok/s", row["step"],
+                row["train_loss"], val, row["lr"], row["grad_norm"], tokens_per_s)
+    bar.set_postfix(loss=f"{row['train_loss']:.3f}", lr=f"{row['lr']:.1e}", refresh=False)
 
 
 def train(model: nn.Module, train_tokens: Any, val_tokens: Any, cfg: TrainConfig,
           out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-          tokenizer: Any = None,
+          tokenizer: Tokenizer | None = None,
           callback: Callable[[int, dict], bool | None] | None = None) -> TrainResult:
-    """Train ``model`` (in place) for ``cfg.max_steps`` updates.
+    """Train ``model`` (in place) for ``cfg.max_steps`` updates of ``train_step``.
 
     Seeds torch's global generator (dropout) with ``cfg.seed``; batches come from a separate
     generator, and evaluation always uses the same batches (a fresh generator, ``seed + 1``).
@@ -300,6 +446,7 @@ def train(model: nn.Module, train_tokens: Any, val_tokens: Any, cfg: TrainConfig
     Args:
         model: a GPT; moved to the training device.
         train_tokens, val_tokens: 1-D long tensors or ``TokenFile``s.
+        cfg: the run's hyper-parameters.
         out_dir: where checkpoints and log.csv go (None: keep nothing on disk).
         resume: continue the checkpoint in ``out_dir``: weights, optimizer, step, RNG states, log.
         progress: show a tqdm progress bar.
@@ -309,99 +456,44 @@ def train(model: nn.Module, train_tokens: Any, val_tokens: Any, cfg: TrainConfig
     Returns:
         A ``TrainResult``; the rows of ``history`` are also in ``out_dir/log.csv``.
     Raises:
-        TrainingDivergedError: the loss or gradient norm became NaN/inf; the last checkpoint in
-            ``out_dir`` is kept as it was.
+        TrainingDivergedError: the loss or gradient norm became NaN/inf; the weights are those
+            before that step, and the last checkpoint in ``out_dir`` is kept as it was.
     """
-    dist = distributed.init_distributed(cfg.device)
-    raw = unwrap_model(model).to(dist.device)
-    block_size = cfg.block_size or raw.config.block_size
-    if block_size > raw.config.block_size:
-        raise ValueError(f"TrainConfig.block_size={block_size} exceeds the model's context "
-                         f"length block_size={raw.config.block_size}")
-    _check_tokens(train_tokens, "train_tokens", block_size, raw.config.vocab_size)
-    _check_tokens(val_tokens, "val_tokens", block_size, raw.config.vocab_size)
-    out = None if out_dir is None else Path(out_dir)
-    optimizer = configure_optimizer(raw, cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)  # data order: the only source of batches
-    if resume:
-        step, history = _resume(out, raw, optimizer, gen, cfg, dist)
-    else:
-        if out is not None and checkpoint.has_checkpoint(out):
-            raise FileExistsError(f"{out} already holds a checkpoint; pass resume=True to "
-                                  "continue it, or choose another out_dir")
-        torch.manual_seed(cfg.seed + dist.rank)  # dropout masks
-        step, history = 0, []
-    last_saved = step if resume else None
-    if out is not None and dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_log(out / "log.csv", history, append=False)
-    step_model = torch.compile(raw) if cfg.compile else raw
-    eval_model = step_model
-    step_model = distributed.wrap_model(step_model, dist)
-    raw.train()
-    tokens_per_step = cfg.batch_size * block_size * cfg.grad_accum * dist.world_size
-    result = TrainResult(history=history, step=step, out_dir=out)
-
-    def save(at: int) -> None:
-        nonlocal last_saved
-        if out is None or last_saved == at:
-            return
-        if not all(torch.isfinite(p).all() for p in raw.parameters()):
-            raise _diverged(at, "largest weight", math.inf, last_saved, out, cfg)
-        if dist.is_main:
-            checkpoint.save_checkpoint(
-                out, raw, train_config=cfg, step=at, optimizer=optimizer, tokenizer=tokenizer,
-                rng_state=capture_rng_state({"train": gen}),
-                extra={"tokens_seen": at * tokens_per_step})
-        last_saved = at
-
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and dist.is_main),
+    run = _setup(model, cfg, out_dir, tokenizer)
+    _check_tokens(train_tokens, "train_tokens", run.block_size, run.raw.config.vocab_size)
+    _check_tokens(val_tokens, "val_tokens", run.block_size, run.raw.config.vocab_size)
+    step, history = _start(run, resume)
+    result = TrainResult(history=history, step=step, out_dir=run.out)
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and run.dist.is_main),
                unit="step", desc="train")
-    timer, tokens_timed = 0.0, 0
     try:
         while step < cfg.max_steps:
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            t0 = time.perf_counter()
-            loss, norm = _step(step_model, raw, optimizer, train_tokens, cfg, block_size, gen,
-                               dist)
-            for what, value in (("loss", loss), ("gradient norm", norm)):
-                if not math.isfinite(value):  # stop before the update spoils the weights
-                    optimizer.zero_grad(set_to_none=True)
-                    raise _diverged(step + 1, what, value, last_saved, out, cfg)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            t0, lr = time.perf_counter(), lr_at(step, cfg)
+            stats = train_step(run.step_model, run.optimizer, _micro_batches(run, train_tokens),
+                               lr=lr, grad_clip=cfg.grad_clip)
+            if not stats.finite:  # train_step skipped this update; stop the run before the next
+                what, value = (("loss", stats.loss) if not math.isfinite(stats.loss)
+                               else ("gradient norm", stats.grad_norm))
+                raise _diverged(run, step + 1, what, value)
             step += 1
-            timer += time.perf_counter() - t0
-            tokens_timed += tokens_per_step
-            metrics = {"step": step, "train_loss": loss, "lr": lr, "grad_norm": norm}
+            run.seconds += time.perf_counter() - t0
+            run.steps_timed += 1
+            metrics = {"step": step, "train_loss": stats.loss, "lr": lr,
+                       "grad_norm": stats.grad_norm}
             if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-                gen_eval = torch.Generator().manual_seed(cfg.seed + 1)  # same batches each time
-                ev = estimate_loss(eval_model, {"train": train_tokens, "val": val_tokens}, cfg,
-                                   gen_eval, block_size)
-                result.train_loss, result.val_loss = ev["train_loss"], ev["val_loss"]
-                metrics.update(val_loss=ev["val_loss"], val_perplexity=ev["val_perplexity"])
+                metrics.update(_evaluate(run, result, train_tokens, val_tokens))
             if "val_loss" in metrics or step % cfg.log_interval == 0 or step == cfg.max_steps:
-                row = {"val_loss": None, **metrics, "tokens_per_s": tokens_timed / max(timer, 1e-9)}
-                result.history.append({k: row[k] for k in LOG_COLUMNS})
-                timer, tokens_timed = 0.0, 0
-                if out is not None and dist.is_main:
-                    _write_log(out / "log.csv", [row], append=True)
-                val = "" if row["val_loss"] is None else f", val loss {row['val_loss']:.4f}"
-                logger.info("step %d: loss %.4f%s, lr %.2e, grad norm %.3f, %.0f tok/s", step,
-                            loss, val, lr, norm, row["tokens_per_s"])
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", refresh=False)
+                _log(run, result, metrics, bar)
             bar.update(1)
             result.step = step
             if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
-                save(step)
+                _save(run, step)
             stop = bool(callback(step, metrics)) if callback is not None else False
-            if distributed.any_process(stop, dist):
+            if distributed.any_process(stop, run.dist):
                 result.stopped_early = step < cfg.max_steps
                 break
-        save(step)
+        _save(run, step)
     finally:
         bar.close()
-    distributed.barrier(dist)
+    distributed.barrier(run.dist)
     return result

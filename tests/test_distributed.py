@@ -53,7 +53,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-
 def _run(cmd, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GPTLIB_DEVICE": "cpu"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -93,7 +92,7 @@ def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path, monkeyp
 
 def test_shard_batch_takes_every_world_size_th_row():
     batch = torch.arange(12).view(6, 2)
-    shards = [shard_batch(batch, DistInfo(rank=r, world_size=3, is_main=r == 0)) for r in range(3)]
+    shards = [shard_batch(batch, DistInfo(rank=r, world_size=3)) for r in range(3)]
     assert torch.equal(torch.cat(shards).sort(dim=0).values, batch)
     assert shards[1].tolist() == [[2, 3], [8, 9]]
     with pytest.raises(ValueError, match="does not split evenly"):
@@ -107,3 +106,8 @@ def test_single_process_outside_torchrun(monkeypatch):
     assert (info.rank, info.world_size, info.is_main, info.device) == (0, 1, True,
                                                                         torch.device("cpu"))
     assert is_main_process()
+
+
+def test_only_rank_0_is_main():
+    """is_main is derived from the rank, so the two can never disagree."""
+    assert [DistInfo(rank=r, world_size=3).is_main for r in range(3)] == [True, False, False]

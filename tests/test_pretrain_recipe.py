@@ -12,21 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from gptlib.checkpoint import load_checkpoint
+from gptlib.model import GPTConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "checkpoints" / "book-model.json"
 
 
 @pytest.fixture
 def small_corpus(tmp_path):
-    from gptlib.data import corpus_ready, shakespeare_text
-
-    if corpus_ready():
-        text = shakespeare_text(download=False)[:200_000]
-    else:  # the recipe only needs text; a synthetic verse-like sample keeps the test offline
-        line = "ROMEO.\nBut soft, what light through yonder window breaks?\n\n"
-        text = "".join(f"{line}{i}\n" for i in range(3000))
+    """A fixed synthetic text (offline, the same on every machine): the recipe only needs text."""
+    line = "ROMEO.\nBut soft, what light through yonder window breaks?\n\n"
     path = tmp_path / "corpus.txt"
-    path.write_text(text, encoding="utf-8")
+    path.write_text("".join(f"{line}{i}\n" for i in range(3000)), encoding="utf-8")
     return path
 
 
@@ -41,17 +39,14 @@ def test_recipe_runs_with_a_tiny_override(tmp_path, small_corpus):
            "--set", "tokenizer.vocab_size=400", "--set", "samples.max_new_tokens=5"]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "log.csv",
-                 "samples.jsonl"):
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "training_state.pt",
+                 "log.csv", "samples.jsonl"):
         assert (out / name).is_file(), name
     rows = (out / "log.csv").read_text().splitlines()
     assert rows[0].startswith("step,train_loss,val_loss,lr")
     assert rows[-1].split(",")[0] == "3"
     sample = json.loads((out / "samples.jsonl").read_text().splitlines()[-1])
     assert sample["step"] == 3 and sample["text"].startswith("ROMEO.\n")
-
-    from gptlib.checkpoint import load_checkpoint
-    from gptlib.model import GPTConfig
 
     ck = load_checkpoint(out, load_optimizer=False)
     assert ck.model.config.n_layer == GPTConfig.preset("book").n_layer
@@ -67,8 +62,6 @@ def test_recipe_runs_with_a_tiny_override(tmp_path, small_corpus):
 def test_book_preset_is_the_trained_configuration():
     """The `book` preset is exactly what `make pretrain` trained: no overrides in the recipe, and
     the committed checkpoint's model config equals the preset (dropout included)."""
-    from gptlib.model import GPTConfig
-
     recipe = json.loads(RECIPE.read_text())
     assert recipe["model"] == {"preset": "book"}
     saved = json.loads((ROOT / "checkpoints" / "book-model" / "config.json").read_text())

@@ -1,5 +1,6 @@
 """Tests of the tokenizer interface, CharTokenizer, and round trips of both gptlib tokenizers."""
 
+import contextlib
 import json
 import random
 
@@ -123,11 +124,6 @@ def test_char_train_rejects_empty_text_and_wrong_vocab_size():
     assert CharTokenizer().train("hello world", vocab_size=8).vocab_size == 8
 
 
-def test_tokenizer_is_abstract():
-    with pytest.raises(TypeError):
-        Tokenizer()
-
-
 def test_char_save_load_round_trip(tmp_path):
     text = ROUND_TRIP_TEXTS["shakespeare-like"] + " é\t🤖"
     tok = CharTokenizer().train(text)
@@ -178,6 +174,30 @@ def test_load_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no tokenizer file"):
         load_tokenizer(tmp_path / "nope.json")
 
+
+def test_a_save_that_crashes_half_way_keeps_the_old_file(tmp_path, monkeypatch):
+    """The disk fills up after half the JSON is written: the old tokenizer file survives whole."""
+    path = tmp_path / "tok.json"
+    CharTokenizer().train("abc").save(path)
+    before = path.read_bytes()
+    real = gptlib.tokenizer.atomic_write
+
+    @contextlib.contextmanager
+    def disk_full(target, *args, **kwargs):
+        with real(target, *args, **kwargs) as f:
+
+            class HalfWriter:
+                def write(self, text):
+                    f.write(text[: len(text) // 2])
+                    raise OSError("disk full")
+
+            yield HalfWriter()
+
+    monkeypatch.setattr(gptlib.tokenizer, "atomic_write", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        CharTokenizer().train("xyz").save(path)
+    assert path.read_bytes() == before and load_tokenizer(path).chars == ["a", "b", "c"]
+    assert [p.name for p in tmp_path.iterdir()] == ["tok.json"]  # no temporary file left
 
 
 def test_a_new_tokenizer_type_registers_itself(tmp_path, monkeypatch):

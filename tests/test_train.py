@@ -1,4 +1,4 @@
-"""Training: schedule, decay groups, learning, exact resume, NaN guard, accumulation, config."""
+"""Training: schedule, decay groups, one step, learning, exact resume, NaN guard, config."""
 
 import csv
 import math
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gptlib.checkpoint import CheckpointError, load_checkpoint
+from gptlib.data import get_batch
 from gptlib.model import GPT, GPTConfig
 from gptlib.train import (
     TrainConfig,
@@ -16,6 +17,7 @@ from gptlib.train import (
     estimate_loss,
     lr_at,
     train,
+    train_step,
 )
 
 TEXT = "to be or not to be, that is the question. " * 60
@@ -27,10 +29,75 @@ FAST = dict(batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_interval=10
             eval_iters=2, log_interval=1, device="cpu")
 
 
-
 def _model(seed=0, **overrides):
     torch.manual_seed(seed)
     return GPT(GPTConfig(**{**MODEL.to_dict(), **overrides}))
+
+
+def _batches(k, b, seed=0):
+    """k micro-batches of b windows of TRAIN, and the same rows as one batch (x, y) of k*b."""
+    x, y = get_batch(TRAIN, k * b, MODEL.block_size, torch.Generator().manual_seed(seed))
+    return [(x[i:i + b], y[i:i + b]) for i in range(0, k * b, b)], (x, y)
+
+
+def _full_batch_gradient(x, y):
+    """Loss and gradient of a fresh ``_model()`` on the whole batch in one pass (autograd)."""
+    model = _model()
+    _, loss = model(x, y)
+    return loss.item(), torch.autograd.grad(loss, list(model.parameters()))
+
+
+def _flat(tensors):
+    return torch.cat([t.flatten() for t in tensors])
+
+
+@pytest.mark.parametrize("k, b", [(1, 8), (2, 4), (4, 2), (8, 1)])
+def test_train_step_k_micro_batches_equal_one_batch_of_k_times_b(k, b):
+    """Accumulating k micro-batches of b rows gives the gradient of one batch of k*b rows.
+
+    Plain SGD moves each weight by exactly -lr * gradient, so with lr = 0.5 and no clipping the
+    change of the weights must be half the full-batch gradient that autograd computes directly.
+    """
+    micro, (x, y) = _batches(k, b)
+    loss, grads = _full_batch_gradient(x, y)
+    model = _model()
+    start = [p.detach().clone() for p in model.parameters()]
+    sgd = torch.optim.SGD(model.parameters(), lr=1.0)
+    stats = train_step(model, sgd, micro, lr=0.5, grad_clip=None)
+    assert [g["lr"] for g in sgd.param_groups] == [0.5]
+    assert stats.loss == pytest.approx(loss, rel=1e-5)
+    assert stats.grad_norm == pytest.approx(_flat(grads).norm().item(), rel=1e-5)
+    for (name, p), p0, g in zip(model.named_parameters(), start, grads, strict=True):
+        torch.testing.assert_close(p0 - p.detach(), 0.5 * g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_train_step_clips_the_gradient_to_grad_clip():
+    """Clipping rescales the whole gradient to norm c (Pascanu et al. 2013): g * c / |g|."""
+    micro, (x, y) = _batches(2, 4, seed=1)
+    _, grads = _full_batch_gradient(x, y)
+    norm = _flat(grads).norm().item()
+    model = _model()
+    start = _flat(p.detach().clone() for p in model.parameters())
+    stats = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), micro,
+                       grad_clip=norm / 4)
+    assert stats.grad_norm == pytest.approx(norm, rel=1e-5)  # measured before clipping
+    update = start - _flat(p.detach() for p in model.parameters())
+    torch.testing.assert_close(update, _flat(grads) / 4, rtol=1e-3, atol=1e-6)
+
+
+def test_train_step_skips_a_non_finite_update():
+    model = _model()
+    with torch.no_grad():
+        model.h[0].mlp.c_fc.weight[0, 0] = float("nan")  # every loss is NaN from now on
+    before = [p.detach().clone() for p in model.parameters()]
+    adamw = torch.optim.AdamW(model.parameters())
+    stats = train_step(model, adamw, _batches(2, 2)[0])
+    assert math.isnan(stats.loss) and not stats.finite
+    assert adamw.state == {}  # no AdamW step was taken, so no moments exist
+    for p, q in zip(model.parameters(), before, strict=True):
+        torch.testing.assert_close(p.detach(), q, rtol=0, atol=0, equal_nan=True)
+    with pytest.raises(ValueError, match="at least one"):
+        train_step(model, adamw, [])
 
 
 def test_lr_schedule_hand_computed():
@@ -111,6 +178,7 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert "training diverged at step 5: the loss is nan" in message
     assert f"last good checkpoint (step 3) in {tmp_path} is kept" in message
     assert err.value.step == 5 and err.value.checkpoint_step == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # step 5 was not applied
     saved = load_checkpoint(tmp_path)
     assert saved.step == 3
     assert all(torch.isfinite(p).all() for p in saved.model.parameters())
@@ -173,14 +241,22 @@ def test_callback_stops_early_and_saves(tmp_path):
     assert load_checkpoint(tmp_path).step == 3
 
 
-def test_estimate_loss_is_seeded_and_reports_perplexity():
-    model, cfg = _model(), TrainConfig(**FAST)
-    splits = {"train": TRAIN, "val": VAL}
-    a = estimate_loss(model, splits, cfg, torch.Generator().manual_seed(0))
-    b = estimate_loss(model, splits, cfg, torch.Generator().manual_seed(0))
-    assert a == b and set(a) == {"train_loss", "train_perplexity", "val_loss", "val_perplexity"}
-    assert a["val_perplexity"] == pytest.approx(math.exp(a["val_loss"]))
+def test_estimate_loss_is_the_eval_mode_mean_over_the_generators_batches():
+    """By hand: draw the same batches from the same seed and average the losses without dropout.
+
+    The model has dropout 0.5, so a loss computed in training mode would come out different.
+    """
+    model, cfg = _model(dropout=0.5), TrainConfig(**FAST)
+    got = estimate_loss(model, {"val": VAL}, cfg, torch.Generator().manual_seed(3))
     assert model.training  # restored after evaluating in eval mode
+    gen, losses = torch.Generator().manual_seed(3), []
+    with torch.no_grad():
+        for _ in range(cfg.eval_iters):
+            x, y = get_batch(VAL, cfg.batch_size, MODEL.block_size, gen)
+            losses.append(model.eval()(x, y)[1].item())
+    expected = sum(losses) / len(losses)
+    assert got == {"val_loss": pytest.approx(expected, rel=1e-6),
+                   "val_perplexity": pytest.approx(math.exp(expected), rel=1e-6)}
 
 
 def test_too_short_corpus_and_bad_ids():
