@@ -19,30 +19,73 @@ prompt to ``samples.jsonl`` in the run directory, so the book can show text at s
 of training without keeping a checkpoint for each.
 
 ``--set section.key=value`` overrides any entry (the value is read as JSON when it parses). The
-model's ``vocab_size`` always comes from the tokenizer. Mistakes in the input (a missing file, an
-unknown config key, a bad value) end with exit code 2 and a one-line message, not a traceback.
+model's ``vocab_size`` always comes from the tokenizer. The token ids of both parts are cached as
+``train.npy`` and ``val.npy`` in the run directory (:func:`gptlib.data.cached_tokens`).
+
+Exit codes: 0 done; 1 training diverged; 130 interrupted; 2 a mistake in the input, reported in
+one line: the exceptions in ``USER_ERRORS`` (a bad command line or config, a corpus that cannot
+be fetched, a missing or corrupt checkpoint or tokenizer file, a missing file), and ValueErrors
+raised while the config and the text are read. Any other exception is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
+import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from gptlib import data
+from gptlib.bpe import BPETokenizer
+from gptlib.checkpoint import CheckpointError, has_checkpoint, load_checkpoint
+from gptlib.corpus import CorpusError, load_text, prepare_corpus, shakespeare_text
+from gptlib.device import pick_device, set_seed
+from gptlib.distributed import is_main_process
+from gptlib.generate import SamplingConfig, beam_search, generate, stream_text
+from gptlib.model import GPT, GPTConfig
+from gptlib.tokenizer import CharTokenizer, Tokenizer, TokenizerFileError, load_tokenizer
+from gptlib.train import TrainConfig, TrainingDivergedError, train
 
 SECTIONS = {"model": dict, "train": dict, "tokenizer": dict, "data": str, "val_fraction": float,
             "samples": dict}
 DEFAULTS: dict[str, Any] = {"model": {"preset": "small"}, "train": {},
                             "tokenizer": {"type": "char"}, "data": "shakespeare",
                             "val_fraction": 0.1, "samples": {"max_new_tokens": 0}}
-SAMPLE_KEYS = {"prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed"}
+SAMPLING_KEYS = {"temperature", "top_k", "top_p", "repetition_penalty"}  # SamplingConfig's
+SAMPLE_KEYS = {"prompt", "max_new_tokens", "seed"} | SAMPLING_KEYS
+TOKENIZERS: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "bpe": BPETokenizer}
+TOKENIZER_OPTIONS = {"char": {"vocab_size"}, "bpe": {"vocab_size", "special_tokens"}}
 
 
 class UsageError(Exception):
     """A mistake in the command line or the config: reported in one line, exit code 2."""
+
+
+# Exceptions that describe a mistake in what the user gave us, each raised with a message that
+# says what to change: they end with exit code 2 and one line. Anything else is a bug in gptlib
+# and keeps its traceback.
+USER_ERRORS = (UsageError, CorpusError, CheckpointError, TokenizerFileError, FileNotFoundError)
+
+
+@contextlib.contextmanager
+def _input_errors() -> Iterator[None]:
+    """Turn a ValueError raised while reading the config and the text into a UsageError.
+
+    The config dataclasses, ``load_text``, ``train_val_split`` and the tokenizer trainers report
+    bad values with ValueError; inside this block those values came from the user.
+    """
+    try:
+        yield
+    except ValueError as e:
+        raise UsageError(str(e)) from e
 
 
 def _parse_value(text: str) -> Any:
@@ -84,54 +127,41 @@ def load_run_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
         if not isinstance(config[key], kind) and not (kind is float and
                                                       isinstance(config[key], int)):
             raise UsageError(f"config key {key!r} must be a {kind.__name__}")
+    unknown = sorted(set(config["samples"]) - SAMPLE_KEYS)
+    if unknown:
+        raise UsageError(f"unknown samples key(s) {unknown}; known: {sorted(SAMPLE_KEYS)}")
     return config
 
 
-def _model_config(section: dict[str, Any], vocab_size: int, warn: bool = True):
-    from gptlib.model import GPTConfig
+def model_config(section: dict[str, Any]) -> GPTConfig:
+    """The model section as a GPTConfig (a preset plus overrides, or plain fields).
 
-    fields = dict(section)
-    if warn and "vocab_size" in fields and fields["vocab_size"] != vocab_size:
-        logging.getLogger("gptlib").warning(
-            "model.vocab_size=%s replaced by the tokenizer's %d", fields["vocab_size"], vocab_size)
-    fields["vocab_size"] = vocab_size
+    Its ``vocab_size`` is the preset's or the default until the tokenizer is fitted; the caller
+    then sets the tokenizer's with ``dataclasses.replace``. Parsing it first reports a typo in
+    the section before the slow part (reading the corpus, fitting a BPE).
+    """
+    fields = {key: value for key, value in section.items() if key != "vocab_size"}
     preset = fields.pop("preset", None)
     return GPTConfig.preset(preset, **fields) if preset else GPTConfig.from_dict(fields)
 
 
-def _tokenizer(section: dict[str, Any], text: str):
-    from gptlib.bpe import BPETokenizer
-    from gptlib.tokenizer import CharTokenizer
-
+def fit_tokenizer(section: dict[str, Any], text: str) -> Tokenizer:
+    """Train the tokenizer the section names (``{"type": "bpe", "vocab_size": 4096}``) on text."""
     options = dict(section)
     kind = options.pop("type", "char")
-    if kind == "char":
-        return CharTokenizer().train(text, **options)
-    if kind == "bpe":
-        if "vocab_size" not in options:
-            raise UsageError("tokenizer.vocab_size is required for a bpe tokenizer")
-        return BPETokenizer().train(text, **options)
-    raise UsageError(f"tokenizer.type must be 'char' or 'bpe', got {kind!r}")
-
-
-def _tokens(text: str, tokenizer, out: Path, name: str):
-    """Token ids of ``text``, cached in ``out/{name}.bin`` while text and tokenizer are the same."""
-    from gptlib.data import TokenFile, write_token_file
-
-    key = hashlib.sha256(text.encode("utf-8"))
-    key.update(json.dumps(tokenizer.to_dict(), sort_keys=True).encode("utf-8"))
-    meta_path, bin_path = out / f"{name}.json", out / f"{name}.bin"
-    if meta_path.is_file() and bin_path.is_file():
-        if json.loads(meta_path.read_text()).get("key") == key.hexdigest():
-            return TokenFile(bin_path)
-    tokens = TokenFile(write_token_file(tokenizer.encode(text), bin_path))
-    meta_path.write_text(json.dumps({"key": key.hexdigest(), "tokens": len(tokens),
-                                     "chars": len(text)}) + "\n")
-    return tokens
+    if kind not in TOKENIZERS:
+        raise UsageError(f"tokenizer.type must be one of {sorted(TOKENIZERS)}, got {kind!r}")
+    if kind == "bpe" and "vocab_size" not in options:
+        raise UsageError("tokenizer.vocab_size is required for a bpe tokenizer")
+    unknown = sorted(set(options) - TOKENIZER_OPTIONS[kind])
+    if unknown:
+        raise UsageError(f"unknown tokenizer option(s) {unknown} for type {kind!r}; "
+                         f"known: {sorted(TOKENIZER_OPTIONS[kind])}")
+    return TOKENIZERS[kind]().train(text, **options)
 
 
 def split_and_tokenize(text: str, section: dict[str, Any], val_fraction: float,
-                       tokenizer=None) -> tuple[Any, str, str]:
+                       tokenizer: Tokenizer | None = None) -> tuple[Tokenizer, str, str]:
     """Split ``text`` by characters, then fit the tokenizer on the training part only.
 
     The split comes first so that the validation characters are the same whatever the tokenizer
@@ -142,13 +172,11 @@ def split_and_tokenize(text: str, section: dict[str, Any], val_fraction: float,
     Returns:
         ``(tokenizer, train_text, val_text)``.
     """
-    from gptlib.data import train_val_split
-
-    train_text, val_text = train_val_split(text, val_fraction)
+    train_text, val_text = data.train_val_split(text, val_fraction)
     if tokenizer is None:
-        tokenizer = _tokenizer(section, train_text)
+        tokenizer = fit_tokenizer(section, train_text)
     unseen = sorted(set(val_text) - set(train_text))
-    if unseen and section.get("type", "char") == "char":
+    if unseen and isinstance(tokenizer, CharTokenizer):
         raise UsageError(f"the validation text has {len(unseen)} character(s) that never occur "
                          f"in the training text ({''.join(unseen[:10])!r}); a char tokenizer "
                          "fitted on the training text cannot encode them. Use a bpe tokenizer "
@@ -156,16 +184,9 @@ def split_and_tokenize(text: str, section: dict[str, Any], val_fraction: float,
     return tokenizer, train_text, val_text
 
 
-def _sample_writer(options: dict[str, Any], model, tokenizer, path: Path, resume: bool):
+def _sample_writer(options: dict[str, Any], sampling: SamplingConfig, model, tokenizer,
+                   path: Path, resume: bool):
     """A training callback that appends a seeded sample to ``path`` after every evaluation."""
-    import torch
-
-    from gptlib.distributed import is_main_process
-    from gptlib.generate import generate
-
-    unknown = sorted(set(options) - SAMPLE_KEYS)
-    if unknown:
-        raise UsageError(f"unknown samples key(s) {unknown}; known: {sorted(SAMPLE_KEYS)}")
     n_new = options.get("max_new_tokens", 0)
     if not n_new:
         return None
@@ -179,8 +200,7 @@ def _sample_writer(options: dict[str, Any], model, tokenizer, path: Path, resume
         device = next(model.parameters()).device
         idx = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
         gen = torch.Generator(device=device).manual_seed(options.get("seed", 0))
-        out = generate(model, idx, n_new, temperature=options.get("temperature", 1.0),
-                       top_k=options.get("top_k"), top_p=options.get("top_p"), generator=gen)
+        out = generate(model, idx, n_new, sampling, generator=gen)
         row = {"step": step, "val_loss": metrics["val_loss"],
                "text": tokenizer.decode(out[0].tolist())}
         with open(path, "a", encoding="utf-8") as f:
@@ -190,19 +210,13 @@ def _sample_writer(options: dict[str, Any], model, tokenizer, path: Path, resume
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from gptlib.data import prepare_corpus
-
     path = prepare_corpus(args.cache_dir)
     print(f"Shakespeare corpus ready: {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from gptlib import checkpoint, data, device
-    from gptlib.model import GPT
-    from gptlib.tokenizer import load_tokenizer
-    from gptlib.train import TrainConfig, train
-
+def _run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The run config with the command line's shortcuts (--max-steps, --device, --data) applied."""
     overrides = list(args.set)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
@@ -210,41 +224,54 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.device={json.dumps(args.device)}")
     if args.data is not None:
         overrides.append(f"data={json.dumps(args.data)}")
-    config = load_run_config(args.config, overrides)
-    train_cfg = TrainConfig.from_dict(config["train"])
-    _model_config(config["model"], vocab_size=1, warn=False)  # report typos before the slow part
+    return load_run_config(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = _run_config(args)
     out = Path(args.out or f"runs/{Path(args.config).stem if args.config else 'default'}")
-    if args.resume and not checkpoint.has_checkpoint(out):
+    if args.resume and not has_checkpoint(out):
         raise UsageError(f"--resume: no checkpoint in {out}")
-    if not args.resume and checkpoint.has_checkpoint(out):
+    if not args.resume and has_checkpoint(out):
         raise UsageError(f"{out} already holds a checkpoint; add --resume to continue it or "
                          "choose another --out")
-    text = (data.shakespeare_text() if config["data"] == "shakespeare"
-            else data.load_text(config["data"]))
+    saved = load_tokenizer(out / "tokenizer.json") if args.resume else None
+    with _input_errors():
+        train_cfg = TrainConfig.from_dict(config["train"])
+        model_cfg = model_config(config["model"])
+        if (train_cfg.block_size or 0) > model_cfg.block_size:
+            raise UsageError(f"train.block_size={train_cfg.block_size} exceeds the model's "
+                             f"context length model.block_size={model_cfg.block_size}")
+        text = (shakespeare_text() if config["data"] == "shakespeare"
+                else load_text(config["data"]))
+        sampling = SamplingConfig(**{key: value for key, value in config["samples"].items()
+                                     if key in SAMPLING_KEYS})
+        tokenizer, train_text, val_text = split_and_tokenize(
+            text, config["tokenizer"], config["val_fraction"], tokenizer=saved)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer, train_text, val_text = split_and_tokenize(
-        text, config["tokenizer"], config["val_fraction"],
-        tokenizer=load_tokenizer(out / "tokenizer.json") if args.resume else None)
     if not args.resume:
         tokenizer.save(out / "tokenizer.json")
     (out / "run.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    model_cfg = _model_config(config["model"], tokenizer.vocab_size)
+    if config["model"].get("vocab_size", tokenizer.vocab_size) != tokenizer.vocab_size:
+        logging.getLogger("gptlib").warning("model.vocab_size=%s replaced by the tokenizer's %d",
+                                            config["model"]["vocab_size"], tokenizer.vocab_size)
+    model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size)
     block_size = train_cfg.block_size or model_cfg.block_size
-    train_tokens = _tokens(train_text, tokenizer, out, "train")
-    val_tokens = _tokens(val_text, tokenizer, out, "val")
+    train_tokens = data.cached_tokens(train_text, tokenizer, out / "train.npy")
+    val_tokens = data.cached_tokens(val_text, tokenizer, out / "val.npy")
     for name, part in (("training", train_tokens), ("validation", val_tokens)):
         if len(part) <= block_size:
             raise UsageError(f"the {name} part has {len(part)} tokens, but training needs more "
                              f"than block_size={block_size}; use a longer text, a different "
                              "val_fraction or a smaller block_size")
-    device.set_seed(train_cfg.seed)
+    set_seed(train_cfg.seed)
     model = GPT(model_cfg)
     print(f"{type(tokenizer).__name__} with {tokenizer.vocab_size} tokens (fitted on the training "
           f"text only); {len(train_tokens):,} training and {len(val_tokens):,} validation tokens "
           f"({len(train_text):,} and {len(val_text):,} characters); "
           f"{model.num_params():,} parameters")
-    callback = _sample_writer(config["samples"], model, tokenizer, out / "samples.jsonl",
-                              resume=args.resume)
+    callback = _sample_writer(config["samples"], sampling, model, tokenizer,
+                              out / "samples.jsonl", resume=args.resume)
     result = train(model, train_tokens, val_tokens, train_cfg, out_dir=out, resume=args.resume,
                    progress=not args.no_progress, tokenizer=tokenizer, callback=callback)
     if result.val_loss is not None:
@@ -254,34 +281,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_stream(model, tokenizer, idx, args, generator) -> None:
-    from gptlib.generate import stream
-
-    ids = idx[0].tolist()
-    shown = len(tokenizer.decode(ids))
-    print(tokenizer.decode(ids), end="", flush=True)  # the prompt, as generate() output has it
-    for token in stream(model, idx, args.max_new_tokens, temperature=args.temperature,
-                        top_k=args.top_k, top_p=args.top_p, generator=generator):
-        ids.append(token)
-        text = tokenizer.decode(ids)
-        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            print(text[shown:], end="", flush=True)
-            shown = len(text)
-    print()
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from gptlib.checkpoint import load_checkpoint
-    from gptlib.device import pick_device
-    from gptlib.generate import beam_search, generate
-
+    with _input_errors():
+        sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     dev = pick_device(args.device)
     ck = load_checkpoint(args.checkpoint, device=dev, load_optimizer=False)
     if ck.tokenizer is None:
         raise UsageError(f"the checkpoint in {args.checkpoint} has no tokenizer.json")
-    model, tokenizer = ck.model.eval(), ck.tokenizer
+    model, tokenizer = ck.model, ck.tokenizer
     idx = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long, device=dev)  # (1, T)
     if idx.numel() == 0:
         raise UsageError("the prompt is empty; give at least one character with --prompt")
@@ -293,11 +300,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for i in range(args.num_samples):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
-        if args.stream:
-            _print_stream(model, tokenizer, idx, args, generator)
+        if args.stream:  # the prompt, then each piece of text as soon as it is sampled
+            print(tokenizer.decode(idx[0].tolist()), end="", flush=True)
+            for piece in stream_text(model, tokenizer, idx, args.max_new_tokens, sampling,
+                                     generator=generator):
+                print(piece, end="", flush=True)
+            print()
             continue
-        out = generate(model, idx, args.max_new_tokens, temperature=args.temperature,
-                       top_k=args.top_k, top_p=args.top_p, generator=generator)
+        out = generate(model, idx, args.max_new_tokens, sampling, generator=generator)
         print(tokenizer.decode(out[0].tolist()))
     return 0
 
@@ -337,17 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (2 for mistakes in the input)."""
-    from gptlib.data import CorpusError
-    from gptlib.train import TrainingDivergedError
-
+    """Run the command line; returns the exit code (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    verbose = getattr(args, "no_progress", False)
+    verbose = getattr(args, "no_progress", False)  # without a progress bar, log a line instead
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     try:
         return args.func(args)
-    except (UsageError, ValueError, FileNotFoundError, FileExistsError, CorpusError) as e:
+    except USER_ERRORS as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return 2
     except TrainingDivergedError as e:
@@ -360,4 +367,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

