@@ -12,10 +12,11 @@ spread between seeds:
     depth 1, width 96        about the same number of non-embedding parameters as the baseline
     depth 4, width 48        likewise
 
-The two changes that are not configuration fields are written here exactly as chapter 5.4.2
-(``chapters/05-practice/05-ablations-and-scaling.ipynb``) teaches them, as a function that edits
-a built ``gptlib.model.GPT`` and a subclass of ``gptlib.model.Block`` that overrides ``forward``;
-gptlib itself is not changed.
+The two changes that are not configuration fields come from ``gptlib.ablations``, the functions
+chapter 5.4.2 (``chapters/05-practice/05-ablations-and-scaling.ipynb``) imports and explains:
+``without_positions`` edits a built ``gptlib.model.GPT``, ``without_residuals`` swaps its blocks
+for a subclass of ``gptlib.model.Block`` that overrides ``forward``; the model itself has no flag
+for either. The data is ``gptlib.ablations.char_task``.
 
 Setup: the first 1,000,000 characters of the Shakespeare corpus, character tokenizer, first 90%
 for training; context 32, batches of 32, 1000 AdamW steps (peak learning rate 1e-2 after 20 warmup
@@ -34,37 +35,15 @@ import time
 from pathlib import Path
 
 import torch
-from common import char_corpus, write_rows  # experiments/common.py
+from common import eval_rows, write_rows  # experiments/common.py
 
+from gptlib.ablations import char_task, without_positions, without_residuals
 from gptlib.device import set_seed
-from gptlib.model import GPT, Block, GPTConfig
+from gptlib.model import GPT, GPTConfig
 from gptlib.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["variant", "seed", "non_embedding_params", "step", "train_loss", "val_loss"]
-
-
-def without_positions(model: GPT) -> None:
-    """Zero the position table and freeze it: the model no longer knows where a token is."""
-    with torch.no_grad():
-        model.wpe.weight.zero_()
-    model.wpe.weight.requires_grad_(False)  # configure_optimizer skips frozen parameters
-
-
-class BlockWithoutResidual(Block):
-    """gptlib's Block with the two skip connections removed; the sub-layers are unchanged."""
-
-    def forward(self, x, kv_cache=None, layer=0):
-        x = self.attn(self.ln_1(x), kv_cache, layer)  # was: x = x + self.attn(...)
-        return self.mlp(self.ln_2(x))  # was: x = x + self.mlp(...)
-
-
-def without_residuals(model: GPT) -> None:
-    for i, block in enumerate(model.h):
-        plain = BlockWithoutResidual(model.config)
-        plain.load_state_dict(block.state_dict())  # the same initial weights
-        model.h[i] = plain
-
 
 
 def variants(base: GPTConfig) -> dict:
@@ -88,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    tokenizer, train_ids, val_ids = char_corpus(1_000_000)
+    tokenizer, train_ids, val_ids = char_task(1_000_000)
     base = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=4,
                      n_embd=64)
     recipe = TrainConfig(max_steps=args.steps, batch_size=32, lr=1e-2, min_lr=1e-3,
@@ -104,11 +83,8 @@ def main() -> None:
             t0 = time.perf_counter()
             result = train(model, train_ids, val_ids, dataclasses.replace(recipe, seed=seed),
                            progress=False)
-            n = model.kaplan_params()
-            rows += [{"variant": name, "seed": seed, "non_embedding_params": n,
-                      "step": h["step"], "train_loss": round(h["train_loss"], 5),
-                      "val_loss": round(h["val_loss"], 5)}
-                     for h in result.history if h["val_loss"] is not None]
+            rows += eval_rows(result.history, variant=name, seed=seed,
+                              non_embedding_params=model.kaplan_params())
             print(f"{name:26s} seed {seed}: val loss {result.val_loss:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     write_rows(args.out, COLUMNS, rows)

@@ -34,7 +34,8 @@ from pathlib import Path
 
 from common import bpe_corpus, write_json  # experiments/common.py
 
-from gptlib.data import shakespeare_text, train_val_split
+from gptlib.corpus import shakespeare_text
+from gptlib.data import train_val_split
 from gptlib.ngram import NGramModel
 
 ROOT = Path(__file__).resolve().parents[1]

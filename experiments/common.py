@@ -1,8 +1,13 @@
-"""What the experiment scripts share: corpus splits, whole-split losses, CSV and JSON output."""
+"""What the experiment scripts share: the BPE split, whole-split losses, CSV and JSON output.
+
+The character-level task of ablations.py and scaling.py is `gptlib.ablations.char_task`, which
+chapter 5.4.2 imports too.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -10,33 +15,35 @@ from pathlib import Path
 import torch
 
 from gptlib.bpe import BPETokenizer
-from gptlib.data import shakespeare_text, train_val_split
-from gptlib.model import GPT
-from gptlib.tokenizer import CharTokenizer
-
-
-def char_corpus(n_chars: int = 1_000_000):
-    """The first ``n_chars`` characters of the corpus, character-tokenised and split 90/10.
-
-    Returns:
-        (tokenizer, train_ids, val_ids), the ids as 1-D long tensors.
-    """
-    text = shakespeare_text()[:n_chars]
-    tokenizer = CharTokenizer().train(text)
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    train_ids, val_ids = train_val_split(ids, 0.1)
-    return tokenizer, train_ids, val_ids
+from gptlib.corpus import shakespeare_text
+from gptlib.data import train_val_split
+from gptlib.files import atomic_write
+from gptlib.model import GPT, evaluating
 
 
 def write_rows(path: str | Path, columns: list[str], rows: list[dict]) -> None:
-    """Write ``rows`` as a CSV file with a header, creating the folder if needed."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    """Write ``rows`` as a CSV file with a header (atomically, creating the folder if needed)."""
+    text = io.StringIO(newline="")  # csv writes its own "\r\n" line ends
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(path, "wb") as f:
+        f.write(text.getvalue().encode("utf-8"))
     print(f"wrote {len(rows)} rows")
+
+
+def eval_rows(history: list[dict], **columns) -> list[dict]:
+    """One CSV row per evaluation of a training ``history`` (``TrainResult.history``).
+
+    Each row holds ``columns`` (what the run was), then the step and the training and validation
+    losses rounded to 5 decimals; log lines without a validation loss are left out.
+
+    >>> eval_rows([{"step": 50, "train_loss": 2.0, "val_loss": None},
+    ...            {"step": 100, "train_loss": 1.234567, "val_loss": 1.5}], seed=0)
+    [{'seed': 0, 'step': 100, 'train_loss': 1.23457, 'val_loss': 1.5}]
+    """
+    return [{**columns, "step": h["step"], "train_loss": round(h["train_loss"], 5),
+             "val_loss": round(h["val_loss"], 5)} for h in history if h["val_loss"] is not None]
 
 
 def bpe_corpus(vocab_size: int, val_fraction: float = 0.1):
@@ -67,13 +74,11 @@ def split_loss(model: GPT, tokens: torch.Tensor, batch_size: int = 8) -> float:
     n_windows = (len(tokens) - 1) // T
     x = tokens[: n_windows * T].view(n_windows, T)  # (W, T)
     y = tokens[1 : n_windows * T + 1].view(n_windows, T)  # (W, T)
-    was_training = model.training
-    model.eval()
     total = 0.0
-    for i in range(0, n_windows, batch_size):
-        _, loss = model(x[i:i + batch_size], y[i:i + batch_size])
-        total += loss.item() * x[i:i + batch_size].numel()
-    model.train(was_training)
+    with evaluating(model):
+        for i in range(0, n_windows, batch_size):
+            _, loss = model(x[i:i + batch_size], y[i:i + batch_size])
+            total += loss.item() * x[i:i + batch_size].numel()
     return total / x.numel()
 
 
@@ -87,8 +92,7 @@ def bits_per_char(nats_per_token: float, n_tokens: int, n_chars: int) -> float:
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    """Write ``data`` as indented JSON, creating the folder if needed."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    """Write ``data`` as indented JSON (atomically, creating the folder if needed)."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {path}")

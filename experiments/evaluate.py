@@ -28,7 +28,8 @@ import torch
 from common import bits_per_char, split_loss, write_json  # experiments/common.py
 
 from gptlib.checkpoint import load_checkpoint
-from gptlib.data import load_text, shakespeare_text, train_val_split
+from gptlib.corpus import load_text, shakespeare_text
+from gptlib.data import train_val_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ L(N) = (N_c / N) ** alpha_N.
 
 Setup (every model):
     data       the first 1,000,000 characters of the Shakespeare corpus, character tokenizer,
-               first 90% for training, last 10% for validation (gptlib.data.train_val_split)
+               first 90% for training, last 10% for validation (gptlib.ablations.char_task)
     budget     --steps updates of 32 sequences of 64 characters (default 800 steps, 1.6M tokens,
                about 1.8 passes over the training text)
     optimiser  AdamW (gptlib.train), peak learning rate 1e-2 * sqrt(64 / n_embd) (wider models
@@ -37,8 +37,9 @@ import time
 from pathlib import Path
 
 import torch
-from common import char_corpus, write_rows  # experiments/common.py
+from common import eval_rows, write_rows  # experiments/common.py
 
+from gptlib.ablations import char_task
 from gptlib.device import set_seed
 from gptlib.model import GPT, GPTConfig
 from gptlib.train import TrainConfig, train
@@ -50,7 +51,6 @@ COLUMNS = ["n_layer", "n_embd", "n_head", "non_embedding_params", "total_params"
            "tokens", "train_loss", "val_loss", "seconds"]
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=800)
@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    tokenizer, train_ids, val_ids = char_corpus(1_000_000)
+    tokenizer, train_ids, val_ids = char_task(1_000_000)
     block, batch = 64, 32
     rows = []
     for n_layer, n_embd, n_head in SIZES:
@@ -75,14 +75,11 @@ def main() -> None:
         result = train(model, train_ids, val_ids, cfg, progress=False)
         seconds = time.perf_counter() - t0
         n = model.kaplan_params()
-        for h in result.history:
-            if h["val_loss"] is None:
-                continue
-            rows.append({"n_layer": n_layer, "n_embd": n_embd, "n_head": n_head,
-                         "non_embedding_params": n, "total_params": model.num_params(),
-                         "lr": lr, "step": h["step"], "tokens": h["step"] * batch * block,
-                         "train_loss": round(h["train_loss"], 5),
-                         "val_loss": round(h["val_loss"], 5), "seconds": round(seconds, 1)})
+        rows += [{**row, "tokens": row["step"] * batch * block}
+                 for row in eval_rows(result.history, n_layer=n_layer, n_embd=n_embd,
+                                      n_head=n_head, non_embedding_params=n,
+                                      total_params=model.num_params(), lr=lr,
+                                      seconds=round(seconds, 1))]
         print(f"L={n_layer} C={n_embd:3d}: N={n:7,d}  val loss {result.val_loss:.4f}  "
               f"({seconds:.0f} s)", flush=True)
     write_rows(args.out, COLUMNS, rows)
