@@ -40,7 +40,7 @@ NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_san
 	--nbval-cell-timeout=300 -p no:cacheprovider
 
 .PHONY: help setup book serve execute test lint test-lib test-notebooks nbval test-site \
-	chromium student figures pretrain bench clean distclean
+	chromium student figures pretrain bench duplicates clean distclean
 
 help:
 	@echo "make serve     build the site if needed and serve it on http://127.0.0.1:$(PORT)/"
@@ -52,6 +52,7 @@ help:
 	@echo "make figures   regenerate figures/ from the scripts in figures/"
 	@echo "make pretrain  train the book's model into checkpoints/book-model"
 	@echo "make bench     run the speed benchmarks in benchmarks/"
+	@echo "make duplicates  scan gptlib, tests, experiments and the notebooks' code for repeats"
 	@echo "make clean     remove _build/ and student/ (distclean: also .venv/ and node_modules/)"
 
 # ---------------------------------------------------------------------------------------------
@@ -128,6 +129,16 @@ pretrain: setup
 bench: setup
 	@shopt -s nullglob; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) "$$f"; done
 
+# The duplicate-code scan over the library, tests, experiments and the notebooks' code cells
+# (exported to .py first: the scan does not read .ipynb), in a temporary copy outside the repo.
+# Needs the `duplicates` command; tests/test_notebook_code.py is the check that runs everywhere.
+duplicates: setup
+	@command -v duplicates >/dev/null || { echo "the duplicates command is not installed"; exit 1; }
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PY) tools/notebook_code.py "$$tmp" >/dev/null; \
+	tar -cf - --exclude=__pycache__ gptlib tests experiments | tar -xf - -C "$$tmp"; \
+	duplicates --repo "$$tmp" --most 40
+
 # ---------------------------------------------------------------------------------------------
 # Tests, in the order CI runs them
 
@@ -140,7 +151,8 @@ test: setup chromium
 	$(MAKE) --no-print-directory test-site
 
 lint: setup
-	$(VENV)/bin/ruff check gptlib tests benchmarks experiments _ext
+	$(VENV)/bin/ruff check gptlib tests benchmarks experiments tools _ext
+	$(VENV)/bin/ruff format --check gptlib tests benchmarks experiments tools _ext
 
 # Library tests: everything in tests/ except the notebook, TOC and site checks, and every
 # docstring example in gptlib/ (--doctest-modules, set in pyproject.toml).

@@ -46,7 +46,7 @@ def ngram_row(name: str, order: int, smoothing: str, train, val, n_chars: int,
     t0 = time.perf_counter()
     model = NGramModel(order, smoothing=smoothing, vocab=vocab).fit(train)
     bits = model.cross_entropy(val)
-    stored = sum(len(keys) for keys in model._keys[1:])  # distinct m-grams, m = 1..n
+    stored = model.num_ngrams  # distinct m-grams, m = 1..n
     row = {"name": name, "order": order, "smoothing": smoothing, "stored_ngrams": stored,
            "bits_per_symbol": bits, "bits_per_char": bits * len(val) / n_chars}
     print(f"{name:28s} {row['bits_per_char']:.4f} bits/char  ({time.perf_counter() - t0:.0f} s)",

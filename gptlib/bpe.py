@@ -17,6 +17,8 @@ Training is incremental: each distinct chunk is stored once with its count, pair
 dict beside an index pair -> chunks that hold it, and a merge rewrites only those chunks, so the
 work per merge follows the number of symbols it changes, not the size of the corpus. The most
 frequent pair comes off a heap; ties go to the pair with the smallest ids (first id, then second).
+The plain algorithm, recounting every pair before each merge, is ``naive_merges`` in
+``tests/test_bpe.py``, which checks that both learn the same merges.
 
 Left out on purpose: BPE-dropout, normalisation, later models' split patterns (``pattern=`` takes
 one) and compiled speed (``benchmarks/bench_bpe.py`` compares with Rust ``tokenizers``).
@@ -54,7 +56,6 @@ GPT2_SPLIT_PATTERN = (
 )
 
 Pair = tuple[int, int]
-_NOT_A_MERGE = (math.inf, -1)  # the "rank" of a pair that no merge joins: after all real ones
 _CACHE_LIMIT = 100_000  # chunks whose encoding is remembered
 
 
@@ -158,22 +159,25 @@ class BPETokenizer(Tokenizer):
 
     def _set_state(self, byte_ids: list[int], merges: list[tuple[int, int, int]],
                    special_tokens: dict[str, int]) -> None:
-        """Install a vocabulary: the id of each byte value, merges (a, b, new_id), specials."""
+        """Install the id of each byte value, merges (a, b, new_id) by rank, special tokens."""
         if len(byte_ids) != 256 or len(set(byte_ids)) != 256:
             raise ValueError("byte_ids must give 256 distinct ids, one per byte value")
         vocab = {i: bytes([byte]) for byte, i in enumerate(byte_ids)}
-        ranks: dict[Pair, tuple[int, int]] = {}  # pair -> (rank, id of the merged token)
+        merged: dict[Pair, int] = {}  # pair -> id of the token it merges into
         for rank, (a, b, new_id) in enumerate(merges):
-            if a not in vocab or b not in vocab or (a, b) in ranks:
+            if a not in vocab or b not in vocab or (a, b) in merged:
                 raise ValueError(f"merge {rank} ({a}, {b}) repeats a merge or uses an id that "
                                  "no byte or earlier merge defines")
             if vocab.setdefault(new_id, vocab[a] + vocab[b]) != vocab[a] + vocab[b]:
                 raise ValueError(f"merge {rank} gives id {new_id}, which already means other bytes")
-            ranks[(a, b)] = (rank, new_id)
+            if merged and new_id <= merges[rank - 1][2]:  # _encode_chunk relies on the order
+                raise ValueError(f"merge {rank} gives id {new_id}, not more than the merge before "
+                                 "it: merged ids must grow with the merge order")
+            merged[(a, b)] = new_id
         all_ids = [*vocab, *special_tokens.values()]
         if sorted(all_ids) != list(range(len(all_ids))):
             raise ValueError("token ids must be 0, 1, ..., vocab_size - 1, each used once")
-        self._byte_ids, self._ranks = list(byte_ids), ranks
+        self._byte_ids, self._merged = list(byte_ids), merged
         self.merges: list[Pair] = [(a, b) for a, b, _ in merges]
         self.vocab = vocab
         self.special_tokens = dict(special_tokens)
@@ -282,15 +286,15 @@ class BPETokenizer(Tokenizer):
             out.extend(ids)
 
     def _encode_chunk(self, data: bytes) -> list[int]:
-        ids = [self._byte_ids[byte] for byte in data]
-        ranks = self._ranks
+        ids = [self._byte_ids[byte] for byte in data]  # ids[i] == data[i] unless GPT-2's files
+        merged = self._merged
         while len(ids) > 1:
             # Replay merges in the order they were learned (Sennrich et al. 2016, Sec. 3.2): the
-            # adjacent pair with the lowest rank goes first, as it did in training.
-            pair = min(pairwise(ids), key=lambda p: ranks.get(p, _NOT_A_MERGE))
-            if pair not in ranks:
+            # adjacent pair merged earliest, whose new id is smallest, goes first.
+            pair = min(pairwise(ids), key=lambda p: merged.get(p, math.inf))
+            if pair not in merged:  # no adjacent pair was ever merged
                 break
-            ids = merge_pair(ids, pair, ranks[pair][1])
+            ids = merge_pair(ids, pair, merged[pair])
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -307,7 +311,7 @@ class BPETokenizer(Tokenizer):
         return {
             "pattern": self.pattern,
             "byte_ids": self._byte_ids,  # id of byte value 0, 1, ..., 255
-            "merges": [[a, b, self._ranks[(a, b)][1]] for a, b in self.merges],  # [a, b, new]
+            "merges": [[a, b, self._merged[(a, b)]] for a, b in self.merges],  # [a, b, new]
             "special_tokens": self.special_tokens,
             # For people reading the file; checked against the merges on load.
             "vocab": {str(i): readable_bytes(self.vocab[i]) for i in sorted(self.vocab)},

@@ -30,17 +30,16 @@ ENV_VAR = "GPTLIB_DEVICE"
 _KNOWN_TYPES = ("cpu", "cuda", "mps")
 
 
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
-
-
 def available_devices() -> list[str]:
-    """The device types usable on this machine, best first (always ends with ``"cpu"``)."""
+    """The device types usable on this machine, best first (always ends with ``"cpu"``).
+
+    >>> available_devices()[-1]
+    'cpu'
+    """
     found = []
     if torch.cuda.is_available():
         found.append("cuda")
-    if _mps_available():
+    if torch.backends.mps.is_available():  # Apple GPUs; False on every other machine
         found.append("mps")
     found.append("cpu")
     return found
@@ -99,6 +98,11 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 def autocast_dtype(device: str | torch.device) -> torch.dtype:
     """The compute dtype for mixed precision: bfloat16 on CUDA with bf16 support, else float32.
 
+    Args:
+        device: the device the forward pass runs on (``"cuda"``, ``torch.device("cpu")``, ...).
+    Returns:
+        ``torch.bfloat16`` or ``torch.float32``.
+
     >>> autocast_dtype("cpu")
     torch.float32
     """
@@ -126,6 +130,9 @@ def set_seed(seed: int) -> None:
 
     After ``set_seed(s)`` the same sequence of draws comes out again, on the same machine and
     library versions. (Different hardware may still differ in the last bits of floats.)
+
+    Args:
+        seed: any Python int; NumPy receives it modulo 2**32.
     """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
@@ -139,8 +146,12 @@ def set_seed(seed: int) -> None:
 def describe(device: str | torch.device | None = None) -> dict:
     """Versions and hardware, as a plain dict (printed on the book's environment page).
 
-    Keys: ``python``, ``torch``, ``numpy``, ``platform``, ``device``, ``dtype``,
-    ``torch_threads``, ``cuda_device`` (``None`` without CUDA).
+    Args:
+        device: as for :func:`pick_device`; None picks the best available.
+    Returns:
+        Keys ``python``, ``torch``, ``numpy``, ``platform``, ``device``, ``dtype`` (the
+        :func:`autocast_dtype` there, e.g. ``"float32"``), ``torch_threads`` and
+        ``cuda_device`` (the GPU's name; ``None`` unless the device is a CUDA one).
     """
     dev = pick_device(device)
     info = {

@@ -30,6 +30,7 @@ seconds. Left out on purpose: sentence boundaries, pruning, and backoff (Katz) m
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,6 +59,20 @@ def _discount_table(counts: np.ndarray, modified: bool) -> np.ndarray:
         return np.array([0.0, y, y, y])
     d = [1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3]
     return np.array([0.0, *np.clip(d, 0.0, [1.0, 2.0, 3.0])])
+
+
+@dataclass
+class _Order:
+    """The tables of one order m, for the distinct m-grams ``h w`` (context h of m-1 symbols).
+
+    ``keys`` is sorted, and ``numerator`` follows its order; the per-context arrays are indexed
+    by the context's position in the order-(m-1) ``keys`` (a single context for m = 1).
+    """
+
+    keys: np.ndarray  # index of h among the (m-1)-grams * V + w, one per distinct m-gram
+    numerator: np.ndarray  # c(hw) for add-k; max(c(hw) - D, 0) for Kneser-Ney
+    context_total: np.ndarray  # c(h.), the counts of all m-grams that start with h
+    backoff_mass: np.ndarray | None  # the discount freed in context h, D N1+(h.) (Kneser-Ney)
 
 
 class NGramModel:
@@ -89,83 +104,98 @@ class NGramModel:
             raise ValueError(f"discount must lie in (0, 1), got {discount}")
         self.order, self.smoothing, self.k, self.discount = order, smoothing, k, discount
         self._extra_vocab = vocab
-        self._fitted = False
+        # Filled in by fit():
+        self.vocab_size = 0  # V, the number of distinct symbols
+        self._symbols = np.zeros(0, np.int64)  # sorted symbol codes; a symbol's id is its index
+        self._is_text = False  # fit on a str: symbols are characters
+        self._orders: list[_Order] = []  # _orders[m - 1] holds the m-grams
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, seq: str | Sequence[int]) -> NGramModel:
         """Count the n-grams of ``seq`` (a string, or a 1-D sequence of token ids)."""
-        codes, self._text = _codes(seq)
+        codes, self._is_text = _codes(seq)
         if len(codes) < self.order:
             raise ValueError(f"a training sequence of {len(codes)} symbols is too short for an "
                              f"order-{self.order} model")
         extra = np.zeros(0, np.int64)
         if self._extra_vocab is not None:
             vocab = self._extra_vocab
-            extra = _codes("".join(vocab) if self._text else list(vocab))[0]
-        self._symbols = np.unique(np.concatenate([codes, extra]))  # sorted symbol codes
-        V = self.V = len(self._symbols)
-        ids = np.searchsorted(self._symbols, codes)
-        n, N = self.order, len(ids)
-        self._keys, self._num, self._S, self._G = ([None] * (n + 1) for _ in range(4))
-        counts, prev = [None] * (n + 1), np.zeros(N, np.int64)  # prev: index of (m-1)-gram at i
-        for m in range(1, n + 1):
-            key = prev[: N - m + 1] * V + ids[m - 1:]
-            keys, inverse, raw = np.unique(key, return_inverse=True, return_counts=True)
-            inverse = inverse.reshape(-1)
-            self._keys[m], counts[m] = keys, raw.astype(np.float64)
-            if m >= 2 and self.smoothing != "add-k":
-                # continuation count of an (m-1)-gram g: how many distinct m-grams end with g
-                suffix = np.empty(len(keys), np.int64)
-                suffix[inverse] = prev[1: N - m + 2]  # the (m-1)-gram one step to the right
-                counts[m - 1] = np.bincount(suffix, minlength=len(self._keys[m - 1])).astype(float)
-            prev = inverse
-        for m in range(1, n + 1):
-            self._level_tables(m, counts[m])
-        self._fitted = True
+            extra = _codes("".join(vocab) if self._is_text else list(vocab))[0]
+        self._symbols = np.unique(np.concatenate([codes, extra]))
+        self.vocab_size = len(self._symbols)
+        keys, counts = self._count(np.searchsorted(self._symbols, codes))
+        n_contexts = [1] + [len(k) for k in keys[:-1]]  # order m's contexts: the (m-1)-grams
+        self._orders = list(map(self._tables, keys, counts, n_contexts))
         return self
 
-    def _level_tables(self, m: int, a: np.ndarray) -> None:
-        """Per m-gram numerators and per-context totals S(h) and back-off masses G(h)."""
-        n_ctx = 1 if m == 1 else len(self._keys[m - 1])
-        prefix = self._keys[m] // self.V  # index of the context (m-1)-gram
-        self._S[m] = np.bincount(prefix, weights=a, minlength=n_ctx)
+    def _count(self, ids: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Sorted distinct keys and counts of the m-grams of ``ids``, for m = 1..n.
+
+        Kneser-Ney replaces the counts below the top order by continuation counts N1+(.g).
+        """
+        V, N = self.vocab_size, len(ids)
+        keys: list[np.ndarray] = []
+        counts: list[np.ndarray] = []
+        start = np.zeros(N, np.int64)  # index of the (m-1)-gram that starts at each position
+        for m in range(1, self.order + 1):
+            key = start[: N - m + 1] * V + ids[m - 1:]
+            distinct, index, raw = np.unique(key, return_inverse=True, return_counts=True)
+            index = index.reshape(-1)
+            keys.append(distinct)
+            counts.append(raw.astype(np.float64))
+            if m >= 2 and self.smoothing != "add-k":
+                # continuation count of an (m-1)-gram g: how many distinct m-grams end with g
+                suffix = np.empty(len(distinct), np.int64)
+                suffix[index] = start[1: N - m + 2]  # the (m-1)-gram one step to the right
+                counts[m - 2] = np.bincount(suffix, minlength=len(keys[m - 2])).astype(float)
+            start = index
+        return keys, counts
+
+    def _tables(self, keys: np.ndarray, counts: np.ndarray, n_contexts: int) -> _Order:
+        """Numerators, per-context totals and back-off masses of one order's m-grams."""
+        context = keys // self.vocab_size  # index of each m-gram's context (m-1)-gram
+        total = np.bincount(context, weights=counts, minlength=n_contexts)
         if self.smoothing == "add-k":
-            self._num[m] = a
-            return
+            return _Order(keys, counts, total, None)
         if self.discount is not None:
             table = np.array([0.0, self.discount, self.discount, self.discount])
         else:
-            table = _discount_table(a, modified=self.smoothing == "modified-kneser-ney")
-        d = table[np.minimum(a, 3).astype(np.int64)]  # discount of each m-gram, 0 if a == 0
-        self._num[m] = np.maximum(a - d, 0.0)
-        self._G[m] = np.bincount(prefix, weights=d, minlength=n_ctx)
+            table = _discount_table(counts, modified=self.smoothing == "modified-kneser-ney")
+        discount = table[np.minimum(counts, 3).astype(np.int64)]  # D(c), 0 for a zero count
+        return _Order(keys, np.maximum(counts - discount, 0.0), total,
+                      np.bincount(context, weights=discount, minlength=n_contexts))
 
     # -- probabilities ---------------------------------------------------------------------------
-    def _level(self, m, ctx, found, w, p_lower):
-        """P_m(w | context) for arrays of context indices (into the (m-1)-gram table) and w."""
-        keys = self._keys[m]
-        key = ctx * self.V + w
-        pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
-        hit = found & (keys[pos] == key)
-        num = np.where(hit, self._num[m][pos], 0.0)
-        ctx = np.minimum(ctx, len(self._S[m]) - 1)
-        S = np.where(found, self._S[m][ctx], 0.0)
+    def _prob_at_order(self, m: int, context: np.ndarray, seen: np.ndarray, symbol: np.ndarray,
+                       p_lower: np.ndarray) -> np.ndarray:
+        """P_m(symbol | context) for arrays of contexts, given P_{m-1} in ``p_lower``.
+
+        ``context`` holds indices into the (m-1)-gram keys, valid where ``seen`` is True (a
+        context never seen in training has no counts: P_m falls back to ``p_lower``).
+        """
+        level = self._orders[m - 1]
+        key = context * self.vocab_size + symbol
+        pos = np.minimum(np.searchsorted(level.keys, key), len(level.keys) - 1)
+        count = np.where(seen & (level.keys[pos] == key), level.numerator[pos], 0.0)
+        context = np.minimum(context, len(level.context_total) - 1)
+        total = np.where(seen, level.context_total[context], 0.0)
         if self.smoothing == "add-k":
             if m < self.order:
                 return p_lower
-            return (num + self.k) / (S + self.k * self.V) if self.k > 0 else num / np.maximum(S, 1)
-        G = np.where(found, self._G[m][ctx], 0.0)
-        safe = np.maximum(S, 1e-300)
+            if self.k == 0:
+                return count / np.maximum(total, 1)
+            return (count + self.k) / (total + self.k * self.vocab_size)
+        freed = np.where(seen, level.backoff_mass[context], 0.0)
         # interpolated KN: discounted count plus the freed mass times the lower order
-        return np.where(S > 0, (num + G * p_lower) / safe, p_lower)
+        return np.where(total > 0, (count + freed * p_lower) / np.maximum(total, 1e-300), p_lower)
 
     def _ids(self, seq) -> np.ndarray:
         self._check_fitted()
         codes, _ = _codes(seq)
-        ids = np.minimum(np.searchsorted(self._symbols, codes), self.V - 1)
+        ids = np.minimum(np.searchsorted(self._symbols, codes), self.vocab_size - 1)
         bad = np.flatnonzero(self._symbols[ids] != codes)
         if bad.size:
-            sym = chr(codes[bad[0]]) if self._text else int(codes[bad[0]])
+            sym = chr(codes[bad[0]]) if self._is_text else int(codes[bad[0]])
             raise ValueError(f"symbol {sym!r} at position {bad[0]} is not in the model's "
                              "vocabulary; pass vocab=... when creating the model")
         return ids
@@ -177,15 +207,17 @@ class NGramModel:
         """
         ids = self._ids(seq)
         L = len(ids)
-        p = np.full(L, 1.0 / self.V)
-        ctx, found = np.zeros(L, np.int64), np.ones(L, bool)  # index of the k-gram starting at i
+        p = np.full(L, 1.0 / self.vocab_size)
+        # the (m-1)-gram that starts at each position: its index, and whether training saw it
+        context, seen = np.zeros(L, np.int64), np.ones(L, bool)
         for m in range(1, min(self.order, L) + 1):
-            j = slice(m - 1, L)
-            p[j] = self._level(m, ctx[: L - m + 1], found[: L - m + 1], ids[j], p[j])
-            keys = self._keys[m]
-            key = ctx[: L - m + 1] * self.V + ids[m - 1:]  # extend the k-grams by one symbol
+            ends = slice(m - 1, L)  # positions t that have m - 1 symbols before them
+            p[ends] = self._prob_at_order(m, context[: L - m + 1], seen[: L - m + 1], ids[ends],
+                                          p[ends])
+            keys = self._orders[m - 1].keys
+            key = context[: L - m + 1] * self.vocab_size + ids[m - 1:]  # extend by one symbol
             pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
-            ctx, found = pos, found[: L - m + 1] & (keys[pos] == key)
+            context, seen = pos, seen[: L - m + 1] & (keys[pos] == key)
         with np.errstate(divide="ignore"):
             return np.log2(p)
 
@@ -199,32 +231,41 @@ class NGramModel:
         """``P(. | context)`` over :attr:`vocab`, shape (V,); only the last n-1 symbols count."""
         ids = self._ids(context)
         ids = ids[max(0, len(ids) - self.order + 1):]
-        p, w = np.full(self.V, 1.0 / self.V), np.arange(self.V)
+        V = self.vocab_size
+        p, every_symbol = np.full(V, 1.0 / V), np.arange(V)
         for m in range(1, len(ids) + 2):
-            ctx, found = self._context_index(ids[len(ids) - m + 1:])  # the last m-1 symbols
-            p = self._level(m, np.full(self.V, ctx), np.full(self.V, found), w, p)
+            index, seen = self._context_index(ids[len(ids) - m + 1:])  # the last m-1 symbols
+            p = self._prob_at_order(m, np.full(V, index), np.full(V, seen), every_symbol, p)
         return p
 
-    def _context_index(self, ids) -> tuple[int, bool]:
-        ctx = 0
-        for k, t in enumerate(ids, start=1):
-            keys = self._keys[k]
-            key = ctx * self.V + int(t)
+    def _context_index(self, ids: np.ndarray) -> tuple[int, bool]:
+        """Index of the len(ids)-gram ``ids`` among the keys of its order; False if unseen."""
+        index = 0
+        for m, symbol in enumerate(ids, start=1):
+            keys = self._orders[m - 1].keys
+            key = index * self.vocab_size + int(symbol)
             pos = int(np.searchsorted(keys, key))
             if pos == len(keys) or keys[pos] != key:
                 return 0, False
-            ctx = pos
-        return ctx, True
+            index = pos
+        return index, True
 
     def prob(self, context: str | Sequence[int], symbol) -> float:
         """``P(symbol | context)``."""
-        return float(self.distribution(context)[self._ids(symbol if self._text else [symbol])[0]])
+        symbol_id = self._ids(symbol if self._is_text else [symbol])[0]
+        return float(self.distribution(context)[symbol_id])
 
     @property
     def vocab(self) -> list:
         """The symbols, in the order of :meth:`distribution` (characters or ints)."""
         self._check_fitted()
-        return [chr(c) for c in self._symbols] if self._text else self._symbols.tolist()
+        return [chr(c) for c in self._symbols] if self._is_text else self._symbols.tolist()
+
+    @property
+    def num_ngrams(self) -> int:
+        """How many distinct m-grams the model stores, all orders m = 1..n together."""
+        self._check_fitted()
+        return sum(len(level.keys) for level in self._orders)
 
     def generate(self, length: int, context: str | Sequence[int] = "", seed: int = 0):
         """Sample ``length`` symbols after ``context``; returns a string for text models."""
@@ -232,15 +273,15 @@ class NGramModel:
         out = list(self._ids(context))
         for _ in range(length):
             p = self.distribution(self._symbols_of(out[len(out) - self.order + 1:]))
-            out.append(int(rng.choice(self.V, p=p / p.sum())))
+            out.append(int(rng.choice(self.vocab_size, p=p / p.sum())))
         return self._symbols_of(out[len(out) - length:])
 
     def _symbols_of(self, ids):
         codes = self._symbols[np.asarray(ids, np.int64)]
-        return "".join(map(chr, codes)) if self._text else codes.tolist()
+        return "".join(map(chr, codes)) if self._is_text else codes.tolist()
 
     def _check_fitted(self) -> None:
-        if not self._fitted:
+        if not self._orders:
             raise RuntimeError("call fit(sequence) before using the model")
 
     def __repr__(self) -> str:

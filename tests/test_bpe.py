@@ -9,7 +9,6 @@ from itertools import pairwise
 import pytest
 import regex
 
-from gptlib import data
 from gptlib.bpe import GPT2_SPLIT_PATTERN, BPETokenizer, gpt2_byte_to_unicode, learn_merges
 from gptlib.tokenizer import TokenizerFileError, load_tokenizer
 
@@ -18,7 +17,7 @@ EOT = "<|endoftext|>"
 
 def english_like(n_chars: int, seed: int = 0) -> str:
     """Deterministic English-like prose with numbers, contractions, odd spacing and non-Latin
-    scripts: the stand-in corpus when the Shakespeare corpus is not in the cache."""
+    scripts: the same fixed input on every machine, with or without a corpus cache."""
     rng = random.Random(seed)
     words = ("the of and to in is that it was for on are with as his they be at one have this "
              "from or had by word but what some we can out other were all there when up use "
@@ -43,13 +42,7 @@ def english_like(n_chars: int, seed: int = 0) -> str:
 
 @pytest.fixture(scope="module")
 def corpus() -> str:
-    """About 600,000 characters: the book's Shakespeare corpus if cached, else English-like text.
-
-    Both are offline; the real corpus is preferred because its statistics are those the book's
-    tokenizer is trained on.
-    """
-    if data.corpus_ready():
-        return data.shakespeare_text(download=False)[:600_000]
+    """600,000 characters of English-like text (fixed, offline, the same on every machine)."""
     return english_like(600_000)
 
 
@@ -249,6 +242,16 @@ def test_load_rejects_tampered_files(tmp_path, with_eot, edit, message):
     path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8")
     with pytest.raises(TokenizerFileError, match=message):
         BPETokenizer.load(path)
+
+
+def test_merged_ids_must_grow_with_the_merge_order():
+    """Encoding takes the adjacent pair with the smallest merged id first, so a file whose merged
+    ids do not follow the merge order would encode differently from how it was trained."""
+    state = {"pattern": GPT2_SPLIT_PATTERN, "byte_ids": list(range(256)), "special_tokens": {}}
+    tok = BPETokenizer.from_dict({**state, "merges": [[98, 99, 256], [97, 98, 257]]})
+    assert tok.encode("abc") == [97, 256]  # "bc" was merged first, so "ab" never forms
+    with pytest.raises(ValueError, match="merged ids must grow with the merge order"):
+        BPETokenizer.from_dict({**state, "merges": [[98, 99, 257], [97, 98, 256]]})
 
 
 def test_gpt2_byte_to_unicode_is_a_printable_bijection():

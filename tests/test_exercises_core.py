@@ -1,10 +1,12 @@
-"""Tests for gptlib.exercises.core: the self-checking exercise helpers."""
+"""Tests for gptlib.exercises.core: running the cases, the feedback, and the diagnosis of typical
+mistakes that every chapter's checkers share."""
 
 import numpy as np
 import pytest
 import torch
 
-from gptlib.exercises import Case, check, compare, run_checks
+from gptlib.exercises import Case, CaseResult, Mistake, check, compare, diagnose, run_checks
+from gptlib.exercises.comparison import summarize
 
 
 def softmax(x):
@@ -154,3 +156,110 @@ def test_compare_messages(expected, got, message):
     (0.1 + 0.2, 0.3), (3, np.int64(3)), ([1, "a", (2.0,)], [1, "a", (2.0,)]), (None, None)])
 def test_compare_accepts_equal_values(expected, got):
     assert compare(expected, got) is None
+
+
+# ---- the diagnosis of typical mistakes --------------------------------------------------------
+
+def square(n):
+    return n * n
+
+
+PLUS_ONE = Mistake("you added one", wrong=lambda n: n + 1)
+TWICE = Mistake("you doubled n", wrong=lambda n: 2 * n)
+NEGATIVE = Mistake("your answer is negative", symptom=lambda case, answer: answer < 0)
+
+
+def results(*answers_by_n):
+    """CaseResults of square(n) for (n, answer) pairs; a problem wherever answer != n * n."""
+    return [CaseResult(Case((n,)), None if a == n * n else "wrong", f"n={n}", a)
+            for n, a in answers_by_n]
+
+
+def test_a_mistake_needs_exactly_one_way_to_be_recognised():
+    with pytest.raises(ValueError, match="exactly one"):
+        Mistake("no test")
+    with pytest.raises(ValueError, match="exactly one"):
+        Mistake("both", wrong=abs, symptom=lambda case, answer: True)
+
+
+def test_the_mistake_that_explains_most_failing_answers_wins():
+    """n=1: both mistakes give 2; n=3: only doubling gives 6; n=5: nothing gives 11."""
+    assert diagnose(results((1, 2), (3, 6), (5, 11)), [PLUS_ONE, TWICE]) == "you doubled n"
+
+
+def test_ties_go_to_the_mistake_listed_first():
+    assert diagnose(results((1, 2)), [PLUS_ONE, TWICE]) == "you added one"
+    assert diagnose(results((1, 2)), [TWICE, PLUS_ONE]) == "you doubled n"
+
+
+def test_passing_answers_do_not_vote():
+    """n=2: 2 + 2 = 2 * 2 = 4 passes, so it cannot tell doubling from squaring."""
+    assert diagnose(results((2, 4), (1, 2)), [TWICE, PLUS_ONE]) == "you doubled n"
+    assert diagnose(results((2, 4), (3, 9)), [TWICE, PLUS_ONE]) is None
+
+
+def test_symptoms_vote_like_wrong_answers():
+    assert diagnose(results((3, -9), (4, -16), (1, 2)), [PLUS_ONE, NEGATIVE]) == NEGATIVE.message
+    assert diagnose(results((3, -9), (1, 2), (5, 10)), [NEGATIVE, TWICE]) == TWICE.message
+
+
+def test_a_mistake_that_cannot_happen_on_a_case_gets_no_vote():
+    crashes_on_zero = Mistake("divides", wrong=lambda n: 1 / n)
+    assert diagnose(results((0, 5)), [crashes_on_zero]) is None
+    odd = Mistake("odd answer", symptom=lambda case, answer: answer % 2 == 1)  # fails on a str
+    assert diagnose(results((2, "four"), (3, 7)), [odd]) == "odd answer"
+
+
+def test_a_function_that_always_raises_gets_no_diagnosis():
+    err = ValueError("boom")
+    raised = [CaseResult(Case((n,)), "raised", f"n={n}", err) for n in (1, 2)]
+    anything = Mistake("an error", symptom=lambda case, answer: True)
+    assert diagnose(raised, [anything]) is None
+    assert diagnose(raised + results((3, 9)), [anything]) == "an error"
+
+
+def test_run_checks_names_the_mistake_before_the_hint():
+    feedback = run_checks(lambda n: 2 * n, [(3,), (4,)], square, mistakes=[PLUS_ONE, TWICE],
+                          hint="n * n")
+    assert feedback.hint == "you doubled n n * n"
+    assert str(feedback).endswith("  hint: you doubled n n * n")
+
+
+def test_probes_are_neither_scored_nor_shown_but_tell_mistakes_apart():
+    """Case n=1 fails with 2 (both mistakes give it); the probe n=10 (answer 20) decides."""
+    feedback = run_checks(lambda n: 2 * n, [(1,)], square, mistakes=[PLUS_ONE, TWICE],
+                          probes=[(10,)])
+    assert len(feedback.results) == 1 and "n=10" not in str(feedback)
+    assert feedback.hint == "you doubled n"
+    without_probe = run_checks(lambda n: 2 * n, [(1,)], square, mistakes=[PLUS_ONE, TWICE])
+    assert without_probe.hint == "you added one"
+
+
+def test_no_diagnosis_and_no_probe_when_every_case_passes():
+    calls = []
+
+    def fn(n):
+        calls.append(n)
+        return n * n if n < 10 else -1
+
+    feedback = run_checks(fn, [(2,)], square, mistakes=[NEGATIVE], probes=[(10,)])
+    assert feedback.passed and feedback.hint is None and calls == [2]
+
+
+def test_results_keep_the_answer_or_the_exception():
+    feedback = run_checks(lambda n: 1 // n, [Case((1,), expected=1), Case((0,), expected=0)])
+    first, second = feedback.results
+    assert first.answer == 1 and first.problem is None
+    assert isinstance(second.answer, ZeroDivisionError)
+
+
+def test_a_judge_replaces_the_reference():
+    def even_judge(case, answer):
+        return None if answer % 2 == 0 else f"{answer} is odd"
+
+    feedback = run_checks(lambda n: n + 1, [(1,), (2,)], judge=even_judge)
+    assert [r.problem for r in feedback.results] == [None, "3 is odd"]
+
+
+def test_summarize_describes_a_model_by_its_size():
+    assert summarize(torch.nn.Linear(4, 3)) == "Linear with 15 parameters"

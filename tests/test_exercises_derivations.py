@@ -15,11 +15,6 @@ from gptlib.exercises import derivations as d
 from gptlib.model import GPT, GPTConfig
 
 
-def run(checker, fn, capsys):
-    passed = checker(fn)
-    return passed, capsys.readouterr().out
-
-
 # ----------------------------------------------------------------- the references are right
 def test_softmax_reference_matches_torch():
     z = torch.randn(3, 7, dtype=torch.float64)
@@ -71,9 +66,9 @@ def naive_softmax(z):
     return torch.exp(z) / torch.exp(z).sum(dim=-1, keepdim=True)
 
 
-def test_softmax_correct_passes(capsys):
-    passed, out = run(d.check_softmax, d.softmax_reference, capsys)
-    assert passed and out.startswith("✅ softmax")
+def test_softmax_correct_passes(feedback_of):
+    passed, out = feedback_of(d.check_softmax, lambda z: torch.softmax(z, dim=-1))
+    assert passed and out == "✅ softmax: all 4 cases passed.\n"
 
 
 @pytest.mark.parametrize("wrong, words", [
@@ -82,15 +77,20 @@ def test_softmax_correct_passes(capsys):
     (lambda z: torch.softmax(z, dim=0), "first dimension (dim=0)"),
     (lambda z: z / z.sum(dim=-1, keepdim=True), "without exponentiating"),
 ])
-def test_softmax_mistakes_are_named(wrong, words, capsys):
-    passed, out = run(d.check_softmax, wrong, capsys)
-    assert not passed
-    assert words in out
+def test_softmax_mistakes_are_named(wrong, words, feedback_of):
+    passed, out = feedback_of(d.check_softmax, wrong)
+    assert not passed and words in out, out
 
 
 # ----------------------------------------------------------------- cross-entropy gradient
-def test_xent_grad_correct_passes(capsys):
-    passed, out = run(d.check_xent_grad, d.xent_grad_reference, capsys)
+def autograd_xent_grad(logits, targets):
+    logits = logits.detach().requires_grad_()
+    F.cross_entropy(logits, targets).backward()
+    return logits.grad
+
+
+def test_xent_grad_correct_passes(feedback_of):
+    passed, out = feedback_of(d.check_xent_grad, autograd_xent_grad)
     assert passed and "all 3 cases passed" in out
 
 
@@ -100,17 +100,16 @@ def test_xent_grad_correct_passes(capsys):
     (lambda z, t: (z - F.one_hot(t, z.shape[1])) / len(z), "from the logits"),
     (lambda z, t: torch.softmax(z, -1) / len(z), "forgot to subtract"),
 ])
-def test_xent_grad_mistakes_are_named(wrong, words, capsys):
-    passed, out = run(d.check_xent_grad, wrong, capsys)
-    assert not passed
-    assert words in out
+def test_xent_grad_mistakes_are_named(wrong, words, feedback_of):
+    passed, out = feedback_of(d.check_xent_grad, wrong)
+    assert not passed and words in out, out
 
 
 # ----------------------------------------------------------------- LayerNorm
-def test_layer_norm_correct_passes(capsys):
+def test_layer_norm_correct_passes(feedback_of):
     def mine(x, gamma, beta, eps=1e-5):
         return F.layer_norm(x, x.shape[-1:], gamma, beta, eps)
-    passed, out = run(d.check_layer_norm, mine, capsys)
+    passed, out = feedback_of(d.check_layer_norm, mine)
     assert passed, out
 
 
@@ -130,10 +129,9 @@ def eps_outside_ln(x, gamma, beta, eps=1e-5):
 @pytest.mark.parametrize("wrong, words", [(unbiased_ln, "unbiased variance"),
                                           (no_affine_ln, "gain and bias"),
                                           (eps_outside_ln, "inside the square root")])
-def test_layer_norm_mistakes_are_named(wrong, words, capsys):
-    passed, out = run(d.check_layer_norm, wrong, capsys)
-    assert not passed
-    assert words in out
+def test_layer_norm_mistakes_are_named(wrong, words, feedback_of):
+    passed, out = feedback_of(d.check_layer_norm, wrong)
+    assert not passed and words in out, out
 
 
 # ----------------------------------------------------------------- parameter count
@@ -141,8 +139,8 @@ def formula(V, T, L, C):
     return V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C
 
 
-def test_param_count_correct_passes(capsys):
-    passed, out = run(d.check_param_count, formula, capsys)
+def test_param_count_correct_passes(feedback_of):
+    passed, out = feedback_of(d.check_param_count, formula)
     assert passed and "all 4 cases passed" in out
 
 
@@ -153,16 +151,27 @@ def test_param_count_correct_passes(capsys):
     (lambda V, T, L, C: V * C + T * C + L * (12 * C * C + 2 * C) + C, "no biases"),
     (lambda V, T, L, C: V * C + T * C + L * (8 * C * C + 13 * C) + 2 * C, "MLP is too small"),
 ])
-def test_param_count_mistakes_are_named(wrong, words, capsys):
-    passed, out = run(d.check_param_count, wrong, capsys)
-    assert not passed
-    assert words in out
+def test_param_count_mistakes_are_named(wrong, words, feedback_of):
+    passed, out = feedback_of(d.check_param_count, wrong)
+    assert not passed and words in out, out
 
 
 # ----------------------------------------------------------------- AdamW
-def test_adamw_correct_passes(capsys):
-    passed, out = run(d.check_adamw_step, d.adamw_step_reference, capsys)
-    assert passed and "all 3 cases passed" in out
+def torch_adamw_step(theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
+                     weight_decay=0.1):
+    """The step torch.optim.AdamW takes from the state (m, v) after t - 1 steps."""
+    p = torch.nn.Parameter(theta.clone())
+    opt = torch.optim.AdamW([p], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    opt.state[p] = {"step": torch.tensor(float(t - 1)), "exp_avg": m.clone(),
+                    "exp_avg_sq": v.clone()}
+    p.grad = grad.clone()
+    opt.step()
+    return p.detach(), opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"]
+
+
+def test_adamw_correct_passes(feedback_of):
+    passed, out = feedback_of(d.check_adamw_step, torch_adamw_step)
+    assert passed and "all 3 cases passed" in out, out
 
 
 def adamw_without_correction(theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
@@ -184,10 +193,9 @@ def adam_l2(theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_d
 @pytest.mark.parametrize("wrong, words", [(adamw_without_correction, "bias correction"),
                                           (adamw_from_zero, "count steps from 0"),
                                           (adam_l2, "L2 penalty")])
-def test_adamw_mistakes_are_named(wrong, words, capsys):
-    passed, out = run(d.check_adamw_step, wrong, capsys)
-    assert not passed
-    assert words in out
+def test_adamw_mistakes_are_named(wrong, words, feedback_of):
+    passed, out = feedback_of(d.check_adamw_step, wrong)
+    assert not passed and words in out, out
 
 
 # ----------------------------------------------------------------- causal attention
@@ -201,22 +209,21 @@ def attention(x, W_q, W_k, W_v, causal=True, transpose=False, scale=True):
     return torch.softmax(s, dim=-1) @ v
 
 
-def test_causal_attention_correct_passes(capsys):
-    passed, out = run(d.check_causal_attention, attention, capsys)
+def test_causal_attention_correct_passes(feedback_of):
+    passed, out = feedback_of(d.check_causal_attention, attention)
     assert passed and "all 3 cases passed" in out
 
 
 @pytest.mark.parametrize("kwargs, words", [(dict(causal=False), "no causal mask"),
                                            (dict(transpose=True), "transposed"),
                                            (dict(scale=False), "not scaled")])
-def test_causal_attention_mistakes_are_named(kwargs, words, capsys):
-    passed, out = run(d.check_causal_attention, lambda *a: attention(*a, **kwargs), capsys)
-    assert not passed
-    assert words in out
+def test_causal_attention_mistakes_are_named(kwargs, words, feedback_of):
+    passed, out = feedback_of(d.check_causal_attention, lambda *a: attention(*a, **kwargs))
+    assert not passed and words in out, out
 
 
-def test_wrong_weight_orientation_reports_the_shapes(capsys):
-    passed, out = run(d.check_causal_attention,
-                      lambda x, W_q, W_k, W_v: attention(x, W_q.T, W_k.T, W_v.T), capsys)
+def test_wrong_weight_orientation_reports_the_shapes(feedback_of):
+    passed, out = feedback_of(d.check_causal_attention,
+                              lambda x, W_q, W_k, W_v: attention(x, W_q.T, W_k.T, W_v.T))
     assert not passed
     assert "raised RuntimeError" in out and "Q = x @ W_q" in out

@@ -15,11 +15,6 @@ from gptlib.kv_cache import KVCache
 from gptlib.model import GPT, GPTConfig
 
 
-def run(checker, fn, capsys):
-    passed = checker(fn)
-    return passed, capsys.readouterr().out
-
-
 # ----------------------------------------------------------------- the references are right
 def test_mfu_reference_matches_gptlib_flops_per_token():
     model = GPT(GPTConfig(vocab_size=97, block_size=32, n_layer=3, n_head=2, n_embd=16))
@@ -50,10 +45,10 @@ def test_kv_cache_reference_matches_a_real_cache(dtype):
 
 
 # ----------------------------------------------------------------- MFU
-def test_mfu_correct_passes(capsys):
+def test_mfu_correct_passes(feedback_of):
     def mine(tokens_per_s, n_params, n_layer, n_embd, seq_len, peak_flops):
         return 6 * (n_params + n_layer * seq_len * n_embd) * tokens_per_s / peak_flops
-    passed, out = run(p.check_mfu, mine, capsys)
+    passed, out = feedback_of(p.check_mfu, mine)
     assert passed and "all 3 cases passed" in out
 
 
@@ -64,16 +59,15 @@ def test_mfu_correct_passes(capsys):
     (lambda t, n, L, C, T, peak: 600 * (n + L * T * C) * t / peak, "percentage"),
     (lambda t, n, L, C, T, peak: 6 * (n + L * T * C) * t / peak * 1e3, "above 1"),
 ])
-def test_mfu_mistakes_are_named(wrong, words, capsys):
-    passed, out = run(p.check_mfu, wrong, capsys)
-    assert not passed
-    assert words in out
+def test_mfu_mistakes_are_named(wrong, words, feedback_of):
+    passed, out = feedback_of(p.check_mfu, wrong)
+    assert not passed and words in out, out
 
 
 # ----------------------------------------------------------------- bits per character
-def test_bits_per_char_correct_passes(capsys):
-    passed, out = run(p.check_bits_per_char,
-                      lambda loss, t, c: loss * t / (c * math.log(2)), capsys)
+def test_bits_per_char_correct_passes(feedback_of):
+    passed, out = feedback_of(p.check_bits_per_char,
+                              lambda loss, t, c: loss * t / (c * math.log(2)))
     assert passed and "all 4 cases passed" in out
 
 
@@ -84,18 +78,17 @@ def test_bits_per_char_correct_passes(capsys):
     (lambda loss, t, c: loss / math.log(2), "bits per token"),
     (lambda loss, t, c: loss / math.log(10) * t / c, "ln 10"),
 ])
-def test_bits_per_char_mistakes_are_named(wrong, words, capsys):
-    passed, out = run(p.check_bits_per_char, wrong, capsys)
-    assert not passed
-    assert words in out
+def test_bits_per_char_mistakes_are_named(wrong, words, feedback_of):
+    passed, out = feedback_of(p.check_bits_per_char, wrong)
+    assert not passed and words in out, out
 
 
 # ----------------------------------------------------------------- distinct-n
-def test_distinct_n_correct_passes(capsys):
+def test_distinct_n_correct_passes(feedback_of):
     def mine(tokens, n):
         grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
         return len(set(grams)) / max(len(grams), 1)
-    passed, out = run(p.check_distinct_n, mine, capsys)
+    passed, out = feedback_of(p.check_distinct_n, mine)
     assert passed and "all 6 cases passed" in out
 
 
@@ -127,23 +120,22 @@ def distinct_zero_division(tokens, n):
     (distinct_bigrams, "always count bigrams"),
     (distinct_zero_division, "ZeroDivisionError"),
 ])
-def test_distinct_n_mistakes_are_named(wrong, words, capsys):
-    passed, out = run(p.check_distinct_n, wrong, capsys)
-    assert not passed
-    assert words in out
+def test_distinct_n_mistakes_are_named(wrong, words, feedback_of):
+    passed, out = feedback_of(p.check_distinct_n, wrong)
+    assert not passed and words in out, out
 
 
-def test_distinct_n_zero_division_gets_the_hint(capsys):
-    _, out = run(p.check_distinct_n, distinct_zero_division, capsys)
+def test_distinct_n_zero_division_gets_the_hint(feedback_of):
+    _, out = feedback_of(p.check_distinct_n, distinct_zero_division)
     assert "do not divide by zero" in out
 
 
 # ----------------------------------------------------------------- KV cache
-def test_kv_cache_bytes_correct_passes(capsys):
+def test_kv_cache_bytes_correct_passes(feedback_of):
     def mine(config, batch_size, seq_len, dtype):
         nbytes = torch.tensor([], dtype=dtype).element_size()
         return 2 * config.n_layer * batch_size * seq_len * config.n_embd * nbytes
-    passed, out = run(p.check_kv_cache_bytes, mine, capsys)
+    passed, out = feedback_of(p.check_kv_cache_bytes, mine)
     assert passed and "all 4 cases passed" in out
 
 
@@ -159,7 +151,6 @@ def ref(cfg, B, T, dtype):
     (lambda cfg, B, T, dtype: 8 * ref(cfg, B, T, dtype), "you return bits"),
     (lambda cfg, B, T, dtype: ref(cfg, B, T, dtype) // cfg.n_head, "one head"),
 ])
-def test_kv_cache_bytes_mistakes_are_named(wrong, words, capsys):
-    passed, out = run(p.check_kv_cache_bytes, wrong, capsys)
-    assert not passed
-    assert words in out
+def test_kv_cache_bytes_mistakes_are_named(wrong, words, feedback_of):
+    passed, out = feedback_of(p.check_kv_cache_bytes, wrong)
+    assert not passed and words in out, out

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptlib.ngram import NGramModel, evaluate, sweep_orders
+from gptlib.ngram import NGramModel, _discount_table, evaluate, sweep_orders
 
 TEXT = ("the cat sat on the mat. the dog sat on the log. a cat and a dog met on a mat; "
         "the cat ran, the dog sat.\n") * 3
@@ -79,15 +79,32 @@ def test_token_ids_and_tensors():
     assert len(full.distribution([5])) == 12 and full.prob([5], 11) > 0
 
 
-def test_evaluate_reports_bits_per_char_for_tokens():
-    model = NGramModel(2).fit([0, 1, 0, 1, 0, 1])
-    out = evaluate(model, [0, 1, 0, 1], n_chars=8)  # two characters per token
-    assert out["bits_per_char"] == pytest.approx(out["bits_per_token"] / 2)
-    assert out["perplexity"] == pytest.approx(2 ** out["bits_per_token"])
+def test_evaluate_by_hand():
+    """Unigram counts of 0 1 0 1: P = 1/2 each, so 1 bit per token and a perplexity of 2;
+    four tokens that spell 8 characters carry 4 bits, 0.5 bits per character."""
+    model = NGramModel(1, "add-k", k=0).fit([0, 1, 0, 1])
+    out = evaluate(model, [0, 1, 0, 1], n_chars=8)
+    assert out == pytest.approx({"bits_per_token": 1.0, "perplexity": 2.0, "bits_per_char": 0.5})
     assert "bits_per_char" not in evaluate(model, [0, 1])  # tokens without n_chars
-    text_model = NGramModel(2).fit(TEXT)
-    out = evaluate(text_model, HELD_OUT)
-    assert out["bits_per_char"] == pytest.approx(out["bits_per_token"])
+    text_model = NGramModel(1, "add-k", k=0).fit("abab")
+    assert evaluate(text_model, "aabb") == pytest.approx(
+        {"bits_per_token": 1.0, "perplexity": 2.0, "bits_per_char": 1.0})
+
+
+def test_sizes_by_hand():
+    """"abab" with vocab {a, b, c}: V = 3; unigrams a, b and bigrams ab, ba are stored."""
+    model = NGramModel(2, vocab="c").fit("abab")
+    assert model.vocab_size == 3 and model.vocab == ["a", "b", "c"]
+    assert model.num_ngrams == 4
+
+
+def test_modified_kneser_ney_discounts_by_hand():
+    """Counts 1 1 1 2 2 3 4: n1 = 3, n2 = 2, n3 = n4 = 1, so Y = n1 / (n1 + 2 n2) = 3/7 and
+    (Chen & Goodman 1999) D1 = 1 - 2Y n2/n1 = 3/7, D2 = 2 - 3Y n3/n2 = 19/14, D3+ = 3 - 4Y n4/n3
+    = 9/7; the plain Kneser-Ney discount is Y for every count."""
+    counts = np.array([1, 1, 1, 2, 2, 3, 4], dtype=float)
+    np.testing.assert_allclose(_discount_table(counts, modified=True), [0, 3 / 7, 19 / 14, 9 / 7])
+    np.testing.assert_allclose(_discount_table(counts, modified=False), [0, 3 / 7, 3 / 7, 3 / 7])
 
 
 def test_higher_order_fits_training_text_better():

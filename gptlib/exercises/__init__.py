@@ -1,9 +1,13 @@
 """Self-checking exercises for the book's notebooks.
 
 :mod:`gptlib.exercises.core` holds the shared machinery (:func:`check`, :class:`Case`,
-:class:`Feedback`); each chapter's exercise set lives in its own module next to it.
+:class:`Mistake`, :class:`Feedback`, the diagnosis of typical mistakes); each chapter's exercise
+set lives in its own module next to it: :mod:`~gptlib.exercises.algorithm` (chapter 3),
+:mod:`~gptlib.exercises.derivations` (chapter 4), :mod:`~gptlib.exercises.practice` (chapter 5).
 """
 
-from gptlib.exercises.core import Case, CaseResult, Feedback, check, compare, run_checks
+from gptlib.exercises.comparison import compare
+from gptlib.exercises.core import Case, CaseResult, Feedback, Mistake, check, diagnose, run_checks
 
-__all__ = ["Case", "CaseResult", "Feedback", "check", "compare", "run_checks"]
+__all__ = ["Case", "CaseResult", "Feedback", "Mistake", "check", "compare", "diagnose",
+           "run_checks"]

@@ -11,23 +11,26 @@ failing case, summarises its inputs, says what differs (type, shape, dtype, whic
 much) and adds a hint. Only a mistake in *calling* ``check`` raises, for example passing
 ``my_softmax(x)`` (a tensor) instead of the function ``my_softmax``.
 
-:func:`compare` is the comparison on its own: tensors and arrays by shape, dtype and values
-(``allclose`` for floats, exact for integers and booleans), floats with tolerances, strings with
-the first differing position, and lists, tuples and dicts element by element.
+Each chapter's checkers add the *typical wrong answers* of their exercise as :class:`Mistake`
+objects (a softmax over the wrong dimension, a forgotten bias correction, ...). When a case fails,
+:func:`diagnose` finds the mistake that explains the student's answers and the feedback names it.
+*Probes* are extra inputs, never scored or shown, built so that those mistakes are easy to tell
+apart (token ids equal to their positions, a schedule with round numbers).
+
+:func:`~gptlib.exercises.comparison.compare` (re-exported here) is the comparison on its own.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
-import math
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
+from gptlib.exercises.comparison import compare, summarize
 
 _NO_VALUE = object()
 
@@ -48,11 +51,38 @@ class Case:
 
 @dataclass
 class CaseResult:
-    """What happened on one case: ``problem`` is None when the student's answer was right."""
+    """What happened on one case: ``problem`` is None when the student's answer was right.
+
+    ``answer`` is what the student's function returned, or the exception it raised.
+    """
 
     case: Case
     problem: str | None
     inputs: str
+    answer: Any = None
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A typical wrong answer to an exercise, and the explanation the feedback gives for it.
+
+    Give exactly one way to recognise it:
+
+    * ``wrong``: a function with the exercise's signature that makes the mistake; an answer equal
+      to ``wrong(*case.args, **case.kwargs)`` (within the check's tolerances) reproduces it.
+    * ``symptom``: ``symptom(case, answer) -> bool``, for a mistake seen in a property of the
+      answer (inf, a percentage, a wrong shape) rather than in its value; ``answer`` is what the
+      function returned, or the exception it raised.
+    """
+
+    message: str
+    wrong: Callable[..., Any] | None = None
+    symptom: Callable[[Case, Any], bool] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.wrong is None) == (self.symptom is None):
+            raise ValueError(f"Mistake({self.message[:30]!r}...) needs exactly one of wrong= "
+                             "or symptom=")
 
 
 @dataclass
@@ -88,130 +118,8 @@ class Feedback:
         return "\n".join(lines)
 
 
-def _short(x: Any) -> str:
-    if isinstance(x, list):
-        return "[" + ", ".join(map(_short, x)) + "]"
-    return f"{x:.4g}" if isinstance(x, float) else repr(x)
-
-
-def summarize(value: Any, width: int = 60) -> str:
-    """A one-line description of a value for feedback messages.
-
-    >>> summarize(torch.zeros(3, 4))
-    'Tensor(shape=(3, 4), dtype=float32)'
-    >>> summarize(torch.tensor([0.5, 1.25]))
-    'Tensor(shape=(2,), dtype=float32, values=[0.5, 1.25])'
-    >>> summarize([1, 2, 3])
-    '[1, 2, 3]'
-    """
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        is_torch = isinstance(value, torch.Tensor)
-        arr = value.detach().cpu().numpy() if is_torch else value
-        small = ""
-        if arr.size <= 6 and arr.dtype != object:
-            small = f", values={_short(arr.tolist())}"
-        dtype = str(value.dtype).removeprefix("torch.")
-        kind = "Tensor" if is_torch else "ndarray"
-        return f"{kind}(shape={tuple(value.shape)}, dtype={dtype}{small})"
-    text = repr(value)
-    if len(text) > width:
-        size = f" of length {len(value)}" if hasattr(value, "__len__") else ""
-        text = f"{text[: width - 3]}... ({type(value).__name__}{size})"
-    return text
-
-
-def _compare_arrays(expected, got, rtol, atol, path, check_dtype) -> str | None:
-    torch_like = isinstance(expected, torch.Tensor)
-    kind = "torch.Tensor" if torch_like else "numpy array"
-    if not isinstance(got, type(expected)):
-        return f"{path}expected a {kind}, got {type(got).__name__} ({summarize(got)})"
-    exp_shape, got_shape = tuple(expected.shape), tuple(got.shape)
-    if exp_shape != got_shape:
-        return f"{path}wrong shape: expected {exp_shape}, got {got_shape}"
-    if check_dtype and expected.dtype != got.dtype:
-        return f"{path}wrong dtype: expected {expected.dtype}, got {got.dtype}"
-    if torch_like:
-        floating = expected.is_floating_point()
-        e, g = (t.detach().cpu().double().numpy() for t in (expected, got))
-    else:
-        floating = np.issubdtype(expected.dtype, np.floating)
-        e, g = np.asarray(expected, np.float64), np.asarray(got, np.float64)
-    exact = not floating
-    close = (e == g) if exact else np.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
-    if np.all(close):
-        return None
-    bad = np.argwhere(~np.asarray(close))
-    where = tuple(int(i) for i in bad[0])
-    diff = np.abs(np.where(close, 0.0, g - e))
-    # an answer that is NaN everywhere has no finite difference to report: say so, without the
-    # "All-NaN slice" warning np.nanmax would print into the student's notebook
-    worst = float(np.nanmax(diff)) if np.isfinite(diff).any() else float("nan")
-    return (f"{path}{len(bad)} of {e.size} values differ; first at index {where}: "
-            f"expected {e[where]:.6g}, got {g[where]:.6g} (largest difference {worst:.3g}"
-            + ("" if exact else f"; tolerance rtol={rtol}, atol={atol}") + ")")
-
-
-def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-8,
-            check_dtype: bool = True, path: str = "") -> str | None:
-    """Describe how ``got`` differs from ``expected``; ``None`` when they match.
-
-    >>> compare(1.0, 1.0 + 1e-9) is None
-    True
-    >>> compare([1, 2], [1, 3])
-    'at [1]: expected 2, got 3'
-    """
-    at = f"at {path}: " if path else ""
-    if isinstance(expected, (torch.Tensor, np.ndarray)):
-        return _compare_arrays(expected, got, rtol, atol, at, check_dtype)
-    if isinstance(expected, bool) or expected is None:
-        same = got is None if expected is None else (
-            isinstance(got, (bool, np.bool_)) and bool(got) == expected)
-        return None if same else f"{at}expected {expected!r}, got {summarize(got)}"
-    if isinstance(expected, (int, float)):
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            return f"{at}expected a Python number, got a one-element tensor (use .item())"
-        if not isinstance(got, (int, float, np.number)) or isinstance(got, bool):
-            return f"{at}expected a number, got {type(got).__name__} ({summarize(got)})"
-        if isinstance(expected, int) and not isinstance(expected, bool) and \
-                isinstance(got, (int, np.integer)):
-            return None if got == expected else f"{at}expected {expected}, got {got}"
-        if math.isclose(float(got), float(expected), rel_tol=rtol, abs_tol=atol) or \
-                (math.isnan(expected) and math.isnan(float(got))):
-            return None
-        return f"{at}expected {expected!r}, got {float(got)!r} (difference {got - expected:.3g})"
-    if isinstance(expected, str):
-        if not isinstance(got, str):
-            return f"{at}expected a string, got {type(got).__name__} ({summarize(got)})"
-        if got == expected:
-            return None
-        i = next((k for k, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
-                 min(len(expected), len(got)))
-        return (f"{at}strings differ at position {i}: expected {expected[i:i + 20]!r}, "
-                f"got {got[i:i + 20]!r} (lengths {len(expected)} and {len(got)})")
-    if isinstance(expected, Mapping):
-        if not isinstance(got, Mapping):
-            return f"{at}expected a dict, got {type(got).__name__}"
-        if set(expected) != set(got):
-            missing, extra = set(expected) - set(got), set(got) - set(expected)
-            return f"{at}keys differ: missing {sorted(missing, key=repr)}, " \
-                   f"unexpected {sorted(extra, key=repr)}"
-        for key in expected:
-            msg = compare(expected[key], got[key], rtol, atol, check_dtype, f"{path}[{key!r}]")
-            if msg:
-                return msg
-        return None
-    if isinstance(expected, (list, tuple)):
-        if not isinstance(got, (list, tuple)):
-            return f"{at}expected a {type(expected).__name__}, got {type(got).__name__} " \
-                   f"({summarize(got)})"
-        if len(got) != len(expected):
-            return f"{at}expected {len(expected)} items, got {len(got)}"
-        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
-            msg = compare(e, g, rtol, atol, check_dtype, f"{path}[{i}]")
-            if msg:
-                return msg
-        return None
-    return None if got == expected else f"{at}expected {summarize(expected)}, got {summarize(got)}"
+def _call(fn: Callable, case: Case) -> Any:
+    return fn(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
 
 
 def _describe_inputs(fn: Callable, case: Case) -> str:
@@ -240,44 +148,109 @@ def _error_message(err: Exception) -> str:
     return f"your function raised {type(err).__name__}: {err}{where}"
 
 
+def _run_case(fn: Callable, case: Case, judge: Callable[[Case, Any], str | None],
+              described_by: Callable) -> CaseResult:
+    inputs = _describe_inputs(described_by, case)
+    try:
+        answer = _call(fn, case)
+    except Exception as err:  # the student's bug is reported, never raised
+        return CaseResult(case, _error_message(err), inputs, err)
+    return CaseResult(case, judge(case, answer), inputs, answer)
+
+
+def _judge_by_reference(reference: Callable | None, differ: Callable) -> Callable:
+    """A judge that compares an answer with the case's expected value or the reference's."""
+    def judge(case: Case, answer: Any) -> str | None:
+        expected = case.expected
+        if expected is _NO_VALUE:
+            expected = _call(reference, case)
+        if answer is None and expected is not None:
+            return "your function returned None: did you forget a `return` statement?"
+        return differ(expected, answer)
+    return judge
+
+
+def _shows(mistake: Mistake, case: Case, answer: Any, differ: Callable) -> bool:
+    """Whether ``answer`` to ``case`` is the one ``mistake`` gives."""
+    try:
+        if mistake.symptom is not None:
+            return bool(mistake.symptom(case, answer))
+        return differ(_call(mistake.wrong, case), answer) is None
+    except Exception:  # this mistake cannot happen on this case, or with this kind of answer
+        return False
+
+
+def diagnose(results: Sequence[CaseResult], mistakes: Sequence[Mistake],
+             differ: Callable[[Any, Any], str | None] = compare) -> str | None:
+    """The explanation of the known mistake that accounts for the most failing answers.
+
+    Each mistake gets one vote per failing answer it reproduces (its ``wrong`` function gives the
+    same answer, or its ``symptom`` is there); the most votes win, ties go to the mistake listed
+    first. Voting matters because several mistakes can give the same answer on one case
+    (dividing by the number of tokens and counting distinct tokens agree on "abab"). A function
+    that raised on every case gets no diagnosis: its error message says more.
+
+    Args:
+        results: the results of the cases (and probes), passing ones included.
+        mistakes: the exercise's typical wrong answers.
+        differ: ``differ(expected, got)`` is None when the two match (default :func:`compare`).
+    Returns:
+        The message of the best-matching mistake, or None when none reproduces any answer.
+
+    >>> twice = Mistake("you doubled n", wrong=lambda n: 2 * n)
+    >>> plus_one = Mistake("you added one", wrong=lambda n: n + 1)
+    >>> diagnose([CaseResult(Case((1,)), "wrong", "n=1", 2),  # both mistakes give 2
+    ...           CaseResult(Case((3,)), "wrong", "n=3", 6)], [plus_one, twice])
+    'you doubled n'
+    """
+    if all(isinstance(r.answer, Exception) for r in results):
+        return None
+    failing = [(r.case, r.answer) for r in results if r.problem is not None]
+    best, best_votes = None, 0
+    for mistake in mistakes:
+        votes = sum(_shows(mistake, case, answer, differ) for case, answer in failing)
+        if votes > best_votes:
+            best, best_votes = mistake.message, votes
+    return best
+
+
 def run_checks(fn: Callable, cases: Iterable, reference: Callable | None = None, *,
+               mistakes: Sequence[Mistake] = (), probes: Iterable = (),
+               judge: Callable[[Case, Any], str | None] | None = None,
                rtol: float = 1e-5, atol: float = 1e-8, check_dtype: bool = True,
                name: str | None = None, hint: str | None = None) -> Feedback:
-    """Run ``fn`` on ``cases`` and compare with the reference; return a :class:`Feedback`.
+    """Run ``fn`` on ``cases``, compare with the reference, diagnose; return a :class:`Feedback`.
 
     Args:
         fn: the student's function.
         cases: :class:`Case` objects, argument tuples, or single arguments.
         reference: computes the expected answer of cases that do not carry one.
+        mistakes: typical wrong answers; when a case fails, the one that explains the answers
+            (see :func:`diagnose`) is named in the hint.
+        probes: extra cases, never scored or shown, run only to tell the mistakes apart.
+        judge: ``judge(case, answer) -> problem or None``, instead of comparing with a reference
+            (for answers that are right in more than one form).
         rtol, atol: tolerances for floating-point results; check_dtype: compare dtypes too.
         name: shown in the feedback (default: the function's name).
-        hint: shown once, below the failures.
+        hint: shown once, below the failures (after the diagnosis, if any).
     """
     for label, f in (("the function to check", fn), ("reference", reference)):
         if f is not None and not callable(f):
             raise TypeError(f"{label} must be callable, got {type(f).__name__} "
                             f"({summarize(f)}); pass the function itself, e.g. check(my_fn, "
                             "...), not the result of calling it, check(my_fn(x), ...)")
-    results = []
-    for case in map(_as_case, cases):
-        inputs = _describe_inputs(reference or fn, case)
-        expected = case.expected
-        if expected is _NO_VALUE:
-            if reference is None:
-                raise ValueError("a case has no expected value and no reference was given")
-            expected = reference(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
-        try:
-            got = fn(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
-        except Exception as err:  # the student's bug is reported, never raised
-            results.append(CaseResult(case, _error_message(err), inputs))
-            continue
-        if got is None and expected is not None:
-            problem = "your function returned None: did you forget a `return` statement?"
-        else:
-            problem = compare(expected, got, rtol, atol, check_dtype)
-        results.append(CaseResult(case, problem, inputs))
+    cases = [_as_case(c) for c in cases]
+    if judge is None and reference is None and any(c.expected is _NO_VALUE for c in cases):
+        raise ValueError("a case has no expected value and no reference was given")
+    differ = functools.partial(compare, rtol=rtol, atol=atol, check_dtype=check_dtype)
+    judge = judge or _judge_by_reference(reference, differ)
+    run = functools.partial(_run_case, fn, judge=judge, described_by=reference or fn)
+    results = [run(c) for c in cases]
+    diagnosis = None
+    if mistakes and not all(r.problem is None for r in results):
+        diagnosis = diagnose(results + [run(_as_case(c)) for c in probes], mistakes, differ)
     label = name or getattr(fn, "__name__", type(fn).__name__)
-    return Feedback(label, results, hint)
+    return Feedback(label, results, " ".join(filter(None, [diagnosis, hint])) or None)
 
 
 def check(fn: Callable, cases: Sequence, reference: Callable | None = None, **kwargs) -> bool:

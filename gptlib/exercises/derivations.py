@@ -18,65 +18,28 @@ check_causal_attention   ``causal_attention(x, W_q, W_k, W_v)`` for one head    
 =======================  =========================================================  ==========
 
 The references are written out here, equation by equation, so that the feedback can be exact;
-``tests/test_exercises_derivations.py`` checks them against PyTorch and ``gptlib``.
+``tests/test_exercises_derivations.py`` checks them against PyTorch and ``gptlib``. The mistakes
+are recognised by :func:`gptlib.exercises.core.diagnose`, shared by every chapter's checkers.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from gptlib.exercises.core import Case, Feedback, compare, run_checks
+from gptlib.exercises.core import Case, Mistake, check
 from gptlib.model import GPTConfig, param_count
-
-# a wrong answer that the feedback can recognise: (wrong function or predicate, explanation)
-Mistake = tuple[Callable[..., object], str]
 
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _diagnose(fn: Callable, feedback: Feedback, mistakes: list[Mistake],
-              predicates: list[Mistake] = ()) -> str | None:
-    """The explanation of the first known mistake that the reader's answers reproduce."""
-    for result in feedback.results:
-        if result.problem is None:
-            continue
-        case = result.case
-        try:
-            got = fn(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
-        except Exception:  # the error is already in the feedback
-            continue
-        for predicate, message in predicates:
-            if predicate(case, got):
-                return message
-        for wrong, message in mistakes:
-            try:
-                expected_wrong = wrong(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
-            except Exception:  # this mistake cannot happen on this case
-                continue
-            if compare(expected_wrong, got, rtol=1e-6, atol=1e-9) is None:
-                return message
-    return None
-
-
-def _report(fn: Callable, feedback: Feedback, mistakes: list[Mistake],
-            predicates: list[Mistake] = ()) -> bool:
-    if not feedback.passed:
-        diagnosis = _diagnose(fn, feedback, mistakes, predicates)
-        if diagnosis:
-            feedback.hint = diagnosis + (f" {feedback.hint}" if feedback.hint else "")
-    print(feedback)
-    return feedback.passed
-
-
-def _not_finite(case: Case, got: object) -> bool:
-    return isinstance(got, torch.Tensor) and not bool(torch.isfinite(got).all())
+def _not_finite(case: Case, answer: object) -> bool:
+    return isinstance(answer, torch.Tensor) and not bool(torch.isfinite(answer).all())
 
 
 # --------------------------------------------------------------------------- softmax
@@ -98,22 +61,23 @@ def check_softmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
         Case((torch.full((2, 3), 7.0),), name="equal logits"),
     ]
     mistakes = [
-        (lambda z: torch.exp(z) / torch.exp(z).sum(), "you normalise over the whole tensor: "
-         "each row must sum to 1, so sum over the last dimension only (dim=-1, keepdim=True)."),
-        (lambda z: torch.softmax(z, dim=0), "you normalise over the first dimension (dim=0): "
-         "the softmax runs over the last one (dim=-1), the scores of one row."),
-        (lambda z: torch.exp(z - z.max()) / torch.exp(z - z.max()).sum(dim=-1, keepdim=True),
-         "you subtract the maximum of the whole tensor: with rows on very different scales, a "
-         "row far below it underflows to 0/0. Subtract each row's own maximum "
-         "(z.max(dim=-1, keepdim=True).values)."),
-        (lambda z: z / z.sum(dim=-1, keepdim=True), "you divide the scores by their sum without "
-         "exponentiating: scores can be negative or sum to zero; apply exp first."),
+        Mistake("your softmax returns inf or nan for large logits: exp overflows. Subtract the "
+                "row maximum before exponentiating; softmax(z - c) = softmax(z) for any "
+                "constant c, so the answer does not change.", symptom=_not_finite),
+        Mistake("you normalise over the whole tensor: each row must sum to 1, so sum over the "
+                "last dimension only (dim=-1, keepdim=True).",
+                wrong=lambda z: torch.exp(z) / torch.exp(z).sum()),
+        Mistake("you normalise over the first dimension (dim=0): the softmax runs over the last "
+                "one (dim=-1), the scores of one row.", wrong=lambda z: torch.softmax(z, dim=0)),
+        Mistake("you subtract the maximum of the whole tensor: with rows on very different "
+                "scales, a row far below it underflows to 0/0. Subtract each row's own maximum "
+                "(z.max(dim=-1, keepdim=True).values).",
+                wrong=lambda z: (z - z.max()).exp() / (z - z.max()).exp().sum(-1, keepdim=True)),
+        Mistake("you divide the scores by their sum without exponentiating: scores can be "
+                "negative or sum to zero; apply exp first.",
+                wrong=lambda z: z / z.sum(dim=-1, keepdim=True)),
     ]
-    predicates = [(_not_finite, "your softmax returns inf or nan for large logits: exp overflows. "
-                   "Subtract the row maximum before exponentiating; softmax(z - c) = softmax(z) "
-                   "for any constant c, so the answer does not change.")]
-    feedback = run_checks(fn, cases, softmax_reference, name="softmax")
-    return _report(fn, feedback, mistakes, predicates)
+    return check(fn, cases, softmax_reference, name="softmax", mistakes=mistakes)
 
 
 # --------------------------------------------------------------------------- cross-entropy
@@ -139,18 +103,19 @@ def check_xent_grad(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) ->
         return F.one_hot(targets, logits.shape[1]).to(logits.dtype)
 
     mistakes = [
-        (lambda z, t: softmax_reference(z) - one_hot(z, t), "your gradient is N times too large: "
-         "the loss is the MEAN over the N rows, so divide p - y by N."),
-        (lambda z, t: (one_hot(z, t) - softmax_reference(z)) / z.shape[0],
-         "the sign is flipped: the gradient of -log p_y is p - y, not y - p."),
-        (lambda z, t: (z - one_hot(z, t)) / z.shape[0], "you subtracted the one-hot target from "
-         "the logits; it must be subtracted from the probabilities softmax(logits)."),
-        (lambda z, t: softmax_reference(z) / z.shape[0], "you forgot to subtract the one-hot "
-         "target y: the gradient is (p - y) / N."),
+        Mistake("your gradient contains inf or nan: compute the softmax stably (subtract the row "
+                "max).", symptom=_not_finite),
+        Mistake("your gradient is N times too large: the loss is the MEAN over the N rows, so "
+                "divide p - y by N.", wrong=lambda z, t: softmax_reference(z) - one_hot(z, t)),
+        Mistake("the sign is flipped: the gradient of -log p_y is p - y, not y - p.",
+                wrong=lambda z, t: (one_hot(z, t) - softmax_reference(z)) / z.shape[0]),
+        Mistake("you subtracted the one-hot target from the logits; it must be subtracted from "
+                "the probabilities softmax(logits).",
+                wrong=lambda z, t: (z - one_hot(z, t)) / z.shape[0]),
+        Mistake("you forgot to subtract the one-hot target y: the gradient is (p - y) / N.",
+                wrong=lambda z, t: softmax_reference(z) / z.shape[0]),
     ]
-    feedback = run_checks(fn, cases, xent_grad_reference, name="xent_grad")
-    return _report(fn, feedback, mistakes, [(_not_finite, "your gradient contains inf or nan: "
-                                             "compute the softmax stably (subtract the row max).")])
+    return check(fn, cases, xent_grad_reference, name="xent_grad", mistakes=mistakes)
 
 
 # --------------------------------------------------------------------------- LayerNorm
@@ -189,19 +154,21 @@ def check_layer_norm(fn: Callable[..., torch.Tensor]) -> bool:
         return gamma * (x - mu) / torch.sqrt(((x - mu) ** 2).mean(0, keepdim=True) + eps) + beta
 
     mistakes = [
-        (unbiased, "you used the unbiased variance (x.var() divides by C - 1 by default); "
-         "LayerNorm divides by C: use ((x - mu) ** 2).mean(-1) or x.var(-1, unbiased=False)."),
-        (eps_outside, "eps belongs inside the square root: (x - mu) / sqrt(var + eps)."),
-        (lambda x, gamma, beta, eps=1e-5: layer_norm_reference(x, 1.0, 0.0, eps),
-         "you normalised correctly but did not apply the gain and bias: "
-         "return gamma * x_hat + beta."),
-        (lambda x, gamma, beta, eps=1e-5: (layer_norm_reference(x, 1.0, 0.0, eps) + beta) * gamma,
-         "the bias is added after the gain: gamma * x_hat + beta, not (x_hat + beta) * gamma."),
-        (first_dim, "you normalised over the first dimension; LayerNorm normalises each vector "
-         "over its own channels, the last dimension (dim=-1, keepdim=True)."),
+        Mistake("you used the unbiased variance (x.var() divides by C - 1 by default); LayerNorm "
+                "divides by C: use ((x - mu) ** 2).mean(-1) or x.var(-1, unbiased=False).",
+                wrong=unbiased),
+        Mistake("eps belongs inside the square root: (x - mu) / sqrt(var + eps).",
+                wrong=eps_outside),
+        Mistake("you normalised correctly but did not apply the gain and bias: "
+                "return gamma * x_hat + beta.",
+                wrong=lambda x, gamma, beta, eps=1e-5: layer_norm_reference(x, 1.0, 0.0, eps)),
+        Mistake("the bias is added after the gain: gamma * x_hat + beta, not (x_hat + beta) * "
+                "gamma.", wrong=lambda x, gamma, beta, eps=1e-5:
+                (layer_norm_reference(x, 1.0, 0.0, eps) + beta) * gamma),
+        Mistake("you normalised over the first dimension; LayerNorm normalises each vector over "
+                "its own channels, the last dimension (dim=-1, keepdim=True).", wrong=first_dim),
     ]
-    feedback = run_checks(fn, cases, layer_norm_reference, name="layer_norm")
-    return _report(fn, feedback, mistakes)
+    return check(fn, cases, layer_norm_reference, name="layer_norm", mistakes=mistakes)
 
 
 # --------------------------------------------------------------------------- parameter count
@@ -211,6 +178,11 @@ def param_count_reference(vocab_size: int, block_size: int, n_layer: int, n_embd
                                  n_head=1, n_embd=n_embd))
 
 
+def _off_by(delta: Callable[[int, int, int, int], int]) -> Callable[[int, int, int, int], int]:
+    """A parameter count that is off from the right one by ``delta(V, T, L, C)``."""
+    return lambda V, T, L, C: param_count_reference(V, T, L, C) + delta(V, T, L, C)
+
+
 def check_param_count(fn: Callable[[int, int, int, int], int]) -> bool:
     """Exercise 4.6: the closed-form parameter count of a GPT with biases and weight tying."""
     cases = [Case((50257, 1024, 12, 768), name="GPT-2 small"),
@@ -218,27 +190,26 @@ def check_param_count(fn: Callable[[int, int, int, int], int]) -> bool:
              Case((65, 8, 1, 4), name="a tiny model"),
              Case((50257, 1024, 24, 1024), name="GPT-2 medium")]
 
-    def ref_plus(delta):
-        return lambda V, T, L, C: param_count_reference(V, T, L, C) + delta(V, T, L, C)
-
     mistakes = [
-        (ref_plus(lambda V, T, L, C: V * C), "you counted the output layer lm_head as a separate "
-         "V x C matrix: GPT-2 ties it to the token embedding wte, so it is stored only once."),
-        (ref_plus(lambda V, T, L, C: -T * C), "you left out the position embedding wpe "
-         "(block_size x n_embd)."),
-        (ref_plus(lambda V, T, L, C: -2 * C), "you left out the final LayerNorm ln_f "
-         "(a gain and a bias: 2 n_embd)."),
-        (ref_plus(lambda V, T, L, C: -4 * C * L), "you left out the two LayerNorms inside each "
-         "block (ln_1 and ln_2: 4 n_embd per block)."),
-        (ref_plus(lambda V, T, L, C: -11 * C * L - C), "you counted no biases: GPT-2 has 9 n_embd "
-         "Linear biases and 2 n_embd LayerNorm biases per block, and n_embd more in ln_f."),
-        (ref_plus(lambda V, T, L, C: -4 * C * C * L), "your MLP is too small by 4 n_embd^2 per "
-         "block: c_fc maps C -> 4C and c_proj maps 4C -> C, 8 C^2 weights in all."),
-        (ref_plus(lambda V, T, L, C: -C * C * L - C * L), "you forgot the attention's output "
-         "projection c_proj (C x C weights and C biases per block)."),
+        Mistake("you counted the output layer lm_head as a separate V x C matrix: GPT-2 ties it "
+                "to the token embedding wte, so it is stored only once.",
+                wrong=_off_by(lambda V, T, L, C: V * C)),
+        Mistake("you left out the position embedding wpe (block_size x n_embd).",
+                wrong=_off_by(lambda V, T, L, C: -T * C)),
+        Mistake("you left out the final LayerNorm ln_f (a gain and a bias: 2 n_embd).",
+                wrong=_off_by(lambda V, T, L, C: -2 * C)),
+        Mistake("you left out the two LayerNorms inside each block (ln_1 and ln_2: 4 n_embd per "
+                "block).", wrong=_off_by(lambda V, T, L, C: -4 * C * L)),
+        Mistake("you counted no biases: GPT-2 has 9 n_embd Linear biases and 2 n_embd LayerNorm "
+                "biases per block, and n_embd more in ln_f.",
+                wrong=_off_by(lambda V, T, L, C: -11 * C * L - C)),
+        Mistake("your MLP is too small by 4 n_embd^2 per block: c_fc maps C -> 4C and c_proj "
+                "maps 4C -> C, 8 C^2 weights in all.",
+                wrong=_off_by(lambda V, T, L, C: -4 * C * C * L)),
+        Mistake("you forgot the attention's output projection c_proj (C x C weights and C biases "
+                "per block).", wrong=_off_by(lambda V, T, L, C: -C * C * L - C * L)),
     ]
-    feedback = run_checks(fn, cases, param_count_reference, name="param_count")
-    return _report(fn, feedback, mistakes)
+    return check(fn, cases, param_count_reference, name="param_count", mistakes=mistakes)
 
 
 # --------------------------------------------------------------------------- AdamW
@@ -256,22 +227,30 @@ def adamw_step_reference(theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1
     return theta, m, v
 
 
+def _adam_state(g: torch.Generator, shape: tuple, t: int, fresh: bool) -> tuple:
+    """(theta, grad, m, v, t) for step t; ``fresh``: the moments are still zero."""
+    theta = torch.randn(*shape, generator=g, dtype=torch.float64)
+    grad = torch.randn(*shape, generator=g, dtype=torch.float64)
+    m = torch.zeros(shape, dtype=torch.float64) if fresh else 0.1 * torch.randn(
+        *shape, generator=g, dtype=torch.float64)
+    v = torch.zeros(shape, dtype=torch.float64) if fresh else 0.01 * torch.rand(
+        *shape, generator=g, dtype=torch.float64)
+    return theta, grad, m, v, t
+
+
+def _first_step_not_finite(case: Case, answer: object) -> bool:
+    return isinstance(answer, tuple) and case.args[4] == 1 and any(
+        _not_finite(case, x) for x in answer)
+
+
 def check_adamw_step(fn: Callable) -> bool:
     """Exercise 4.7: one AdamW update with bias correction and decoupled weight decay."""
     g = _gen(11)
-
-    def state(shape, t, fresh):
-        theta = torch.randn(*shape, generator=g, dtype=torch.float64)
-        grad = torch.randn(*shape, generator=g, dtype=torch.float64)
-        m = torch.zeros(shape, dtype=torch.float64) if fresh else 0.1 * torch.randn(
-            *shape, generator=g, dtype=torch.float64)
-        v = torch.zeros(shape, dtype=torch.float64) if fresh else 0.01 * torch.rand(
-            *shape, generator=g, dtype=torch.float64)
-        return theta, grad, m, v, t
-
-    cases = [Case(state((3,), 1, True), dict(lr=0.01), name="the first step, t=1"),
-             Case(state((2, 4), 5, False), dict(lr=3e-3, betas=(0.9, 0.999)), name="step t=5"),
-             Case(state((4,), 2, False), dict(lr=0.1, weight_decay=0.5), name="strong decay, t=2")]
+    cases = [Case(_adam_state(g, (3,), 1, True), dict(lr=0.01), name="the first step, t=1"),
+             Case(_adam_state(g, (2, 4), 5, False), dict(lr=3e-3, betas=(0.9, 0.999)),
+                  name="step t=5"),
+             Case(_adam_state(g, (4,), 2, False), dict(lr=0.1, weight_decay=0.5),
+                  name="strong decay, t=2")]
 
     def no_correction(theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
                       weight_decay=0.1):
@@ -297,26 +276,24 @@ def check_adamw_step(fn: Callable) -> bool:
         return adamw_step_reference(theta, grad, m, v, t, lr, betas, eps, 0.0)
 
     mistakes = [
-        (no_correction, "you forgot the bias correction: divide m by (1 - beta1**t) and v by "
-         "(1 - beta2**t) before the update (Eq. eq-4-adam-bias-correction)."),
-        (l2, "you added weight_decay * theta to the gradient (an L2 penalty, i.e. Adam with L2): "
-         "AdamW decays outside the normalisation, theta -= lr * weight_decay * theta."),
-        (decay_after, "you applied the decay to the already-updated parameter; AdamW decays the "
-         "old value: theta_new = theta - lr * (m_hat / (sqrt(v_hat) + eps) + wd * theta)."),
-        (eps_inside, "eps goes outside the square root: m_hat / (sqrt(v_hat) + eps)."),
-        (no_decay, "your update has no weight decay: subtract lr * weight_decay * theta."),
+        Mistake("your first step (t=1) returns inf or nan: did you count steps from 0? With t=0 "
+                "the correction divides by 1 - beta**0 = 0; Adam's t starts at 1.",
+                symptom=_first_step_not_finite),
+        Mistake("you forgot the bias correction: divide m by (1 - beta1**t) and v by "
+                "(1 - beta2**t) before the update (Eq. eq-4-adam-bias-correction).",
+                wrong=no_correction),
+        Mistake("you added weight_decay * theta to the gradient (an L2 penalty, i.e. Adam with "
+                "L2): AdamW decays outside the normalisation, theta -= lr * weight_decay * theta.",
+                wrong=l2),
+        Mistake("you applied the decay to the already-updated parameter; AdamW decays the old "
+                "value: theta_new = theta - lr * (m_hat / (sqrt(v_hat) + eps) + wd * theta).",
+                wrong=decay_after),
+        Mistake("eps goes outside the square root: m_hat / (sqrt(v_hat) + eps).", wrong=eps_inside),
+        Mistake("your update has no weight decay: subtract lr * weight_decay * theta.",
+                wrong=no_decay),
     ]
-
-    def zero_division(case: Case, got: object) -> bool:
-        return isinstance(got, tuple) and case.args[4] == 1 and any(
-            isinstance(x, torch.Tensor) and not bool(torch.isfinite(x).all()) for x in got)
-
-    predicates = [(zero_division, "your first step (t=1) returns inf or nan: did you count steps "
-                   "from 0? With t=0 the correction divides by 1 - beta**0 = 0; Adam's t starts "
-                   "at 1.")]
-    feedback = run_checks(fn, cases, adamw_step_reference, name="adamw_step", rtol=1e-9,
-                          atol=1e-12)
-    return _report(fn, feedback, mistakes, predicates)
+    return check(fn, cases, adamw_step_reference, name="adamw_step", rtol=1e-9, atol=1e-12,
+                 mistakes=mistakes)
 
 
 # --------------------------------------------------------------------------- attention
@@ -355,18 +332,19 @@ def check_causal_attention(fn: Callable) -> bool:
         return f
 
     mistakes = [
-        (variant(), "there is no causal mask: every position attends to later tokens too. Set the "
-         "scores above the diagonal to -inf before the softmax (torch.tril)."),
-        (variant(torch.triu), "the mask points the wrong way: position i may attend to keys "
-         "j <= i (the lower triangle, torch.tril), not to the future."),
-        (variant(torch.tril, scale=lambda d: 1.0), "the scores are not scaled: divide Q K^T by "
-         "sqrt(d_k) (d_k = d, the head size)."),
-        (variant(torch.tril, scale=lambda d: d), "you divided by d_k; the scale is sqrt(d_k)."),
-        (variant(torch.tril, transpose=True), "your score matrix is transposed (K Q^T instead of "
-         "Q K^T): row i must hold query i's scores against every key."),
-        (variant(torch.tril, dim=0), "the softmax runs over the wrong dimension: each ROW (one "
-         "query) must sum to 1, so use dim=-1."),
+        Mistake("there is no causal mask: every position attends to later tokens too. Set the "
+                "scores above the diagonal to -inf before the softmax (torch.tril).",
+                wrong=variant()),
+        Mistake("the mask points the wrong way: position i may attend to keys j <= i (the lower "
+                "triangle, torch.tril), not to the future.", wrong=variant(torch.triu)),
+        Mistake("the scores are not scaled: divide Q K^T by sqrt(d_k) (d_k = d, the head size).",
+                wrong=variant(torch.tril, scale=lambda d: 1.0)),
+        Mistake("you divided by d_k; the scale is sqrt(d_k).",
+                wrong=variant(torch.tril, scale=lambda d: d)),
+        Mistake("your score matrix is transposed (K Q^T instead of Q K^T): row i must hold query "
+                "i's scores against every key.", wrong=variant(torch.tril, transpose=True)),
+        Mistake("the softmax runs over the wrong dimension: each ROW (one query) must sum to 1, "
+                "so use dim=-1.", wrong=variant(torch.tril, dim=0)),
     ]
-    feedback = run_checks(fn, cases, causal_attention_reference, name="causal_attention",
-                          hint=hint)
-    return _report(fn, feedback, mistakes)
+    return check(fn, cases, causal_attention_reference, name="causal_attention", hint=hint,
+                 mistakes=mistakes)

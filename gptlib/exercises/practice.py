@@ -18,74 +18,26 @@ check_kv_cache_bytes     ``kv_cache_bytes(config, batch_size, seq_len, dtype)`` 
 =======================  ============================================================  ========
 
 ``tests/test_exercises_practice.py`` checks the references against ``gptlib`` (the FLOP count of
-``GPT.flops_per_token``, the tensors of a real ``KVCache``) and every diagnosis.
+``GPT.flops_per_token``, the tensors of a real ``KVCache``) and every diagnosis. The mistakes are
+recognised by :func:`gptlib.exercises.core.diagnose`, shared by every chapter's checkers.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 
 import torch
 
-from gptlib.exercises.core import Case, Feedback, compare, run_checks
+from gptlib.exercises.core import Case, Mistake, check
 from gptlib.model import GPTConfig
 
-# a wrong answer that the feedback can recognise: (wrong function or predicate, explanation)
-Mistake = tuple[Callable[..., object], str]
 
-
-def _call(fn: Callable, case: Case) -> object:
-    return fn(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
-
-
-def _diagnose(fn: Callable, feedback: Feedback, mistakes: list[Mistake],
-              predicates: list[Mistake]) -> str | None:
-    """The explanation of the known mistake that reproduces the most of the failing answers.
-
-    Several mistakes can give the same number on one case (dividing by the number of tokens and
-    counting distinct tokens agree on "abab"), so every failing case gets a vote.
-    """
-    answers = []
-    for result in feedback.results:
-        if result.problem is None:
-            continue
-        try:
-            answers.append((result.case, _call(fn, result.case)))
-        except Exception:  # the error is already in the feedback
-            continue
-    for predicate, message in predicates:
-        if any(predicate(case, got) for case, got in answers):
-            return message
-    best, best_votes = None, 0
-    for wrong, message in mistakes:
-        votes = 0
-        for case, got in answers:
-            try:
-                votes += compare(_call(wrong, case), got, rtol=1e-6, atol=1e-9) is None
-            except Exception:  # this mistake cannot happen on this case
-                continue
-        if votes > best_votes:
-            best, best_votes = message, votes
-    return best
-
-
-def _report(fn: Callable, feedback: Feedback, mistakes: list[Mistake],
-            predicates: list[Mistake] = ()) -> bool:
-    if not feedback.passed:
-        diagnosis = _diagnose(fn, feedback, mistakes, list(predicates))
-        if diagnosis:
-            feedback.hint = diagnosis + (f" {feedback.hint}" if feedback.hint else "")
-    print(feedback)
-    return feedback.passed
-
-
-def _above_one(case: Case, got: object) -> bool:
+def _above_one(case: Case, answer: object) -> bool:
     """An MFU above 1 that is not a percentage (that mistake has its own message)."""
-    if not isinstance(got, (int, float)) or isinstance(got, bool) or got <= 1.0:
+    if not isinstance(answer, (int, float)) or isinstance(answer, bool) or answer <= 1.0:
         return False
-    return not math.isclose(got, 100 * mfu_reference(*case.args), rel_tol=1e-6)
+    return not math.isclose(answer, 100 * mfu_reference(*case.args), rel_tol=1e-6)
 
 
 # --------------------------------------------------------------------------- MFU
@@ -123,21 +75,21 @@ def check_mfu(fn: Callable[..., float]) -> bool:
     def attention_once(t, n, L, C, T, peak):
         return (6 * n + 2 * L * T * C) * t / peak
 
-    mistakes: list[Mistake] = [
-        (forward_only, "you count only the forward pass: the backward pass costs about twice as "
-         "much (a gradient for the activations and one for the weights), so training costs "
-         "3 x (2N + 2 n_layer T C) FLOPs per token."),
-        (no_attention, "you count 6N FLOPs per token but leave out attention: the scores and "
-         "the weighted sum add 2 n_layer T C per token in the forward pass (times 3 for "
-         "training), which matters when T is comparable to 12 n_embd."),
-        (attention_once, "the attention term must be tripled for training as well: "
-         "3 x 2 n_layer T C, not 2 n_layer T C."),
-        (percent, "you return a percentage: the checker expects a fraction (0.05, not 5)."),
+    mistakes = [
+        Mistake("an MFU above 1 means more FLOP/s than the hardware's peak: check the units "
+                "(FLOP/s, tokens per second).", symptom=_above_one),
+        Mistake("you count only the forward pass: the backward pass costs about twice as much (a "
+                "gradient for the activations and one for the weights), so training costs "
+                "3 x (2N + 2 n_layer T C) FLOPs per token.", wrong=forward_only),
+        Mistake("you count 6N FLOPs per token but leave out attention: the scores and the "
+                "weighted sum add 2 n_layer T C per token in the forward pass (times 3 for "
+                "training), which matters when T is comparable to 12 n_embd.", wrong=no_attention),
+        Mistake("the attention term must be tripled for training as well: 3 x 2 n_layer T C, "
+                "not 2 n_layer T C.", wrong=attention_once),
+        Mistake("you return a percentage: the checker expects a fraction (0.05, not 5).",
+                wrong=percent),
     ]
-    feedback = run_checks(fn, cases, mfu_reference, name="mfu", rtol=1e-6)
-    return _report(fn, feedback, mistakes,
-                   [(_above_one, "an MFU above 1 means more FLOP/s than the hardware's peak: "
-                     "check the units (FLOP/s, tokens per second).")])
+    return check(fn, cases, mfu_reference, name="mfu", rtol=1e-6, mistakes=mistakes)
 
 
 # --------------------------------------------------------------------------- bits per character
@@ -161,21 +113,22 @@ def check_bits_per_char(fn: Callable[[float, int, int], float]) -> bool:
         Case((1.4697, 1, 1), name="a character-level model"),
         Case((2.0, 300, 1200), name="4 characters per token"),
     ]
-    mistakes: list[Mistake] = [
-        (lambda loss, t, c: loss * t / c, "you forgot to convert nats to bits: divide by ln 2 "
-         "(1 nat = 1/ln 2 = 1.443 bits)."),
-        (lambda loss, t, c: loss * math.log(2) * t / c, "you multiplied by ln 2: a nat is more "
-         "than a bit, so converting nats to bits divides by ln 2."),
-        (lambda loss, t, c: loss / math.log(2) * c / t, "the ratio is upside down: a text of "
-         "n_chars characters has n_tokens tokens, so bits/char = bits/token * n_tokens / "
-         "n_chars, which is smaller than bits/token when tokens are longer than one character."),
-        (lambda loss, t, c: loss / math.log(2), "you return bits per token: multiply by "
-         "n_tokens / n_chars to spread the bits over characters."),
-        (lambda loss, t, c: loss / math.log(10) * t / c, "you divided by ln 10: bits are "
-         "base-2 units, so divide by ln 2."),
+    mistakes = [
+        Mistake("you forgot to convert nats to bits: divide by ln 2 (1 nat = 1/ln 2 = 1.443 "
+                "bits).", wrong=lambda loss, t, c: loss * t / c),
+        Mistake("you multiplied by ln 2: a nat is more than a bit, so converting nats to bits "
+                "divides by ln 2.", wrong=lambda loss, t, c: loss * math.log(2) * t / c),
+        Mistake("the ratio is upside down: a text of n_chars characters has n_tokens tokens, so "
+                "bits/char = bits/token * n_tokens / n_chars, which is smaller than bits/token "
+                "when tokens are longer than one character.",
+                wrong=lambda loss, t, c: loss / math.log(2) * c / t),
+        Mistake("you return bits per token: multiply by n_tokens / n_chars to spread the bits "
+                "over characters.", wrong=lambda loss, t, c: loss / math.log(2)),
+        Mistake("you divided by ln 10: bits are base-2 units, so divide by ln 2.",
+                wrong=lambda loss, t, c: loss / math.log(10) * t / c),
     ]
-    feedback = run_checks(fn, cases, bits_per_char_reference, name="bits_per_char", rtol=1e-9)
-    return _report(fn, feedback, mistakes)
+    return check(fn, cases, bits_per_char_reference, name="bits_per_char", rtol=1e-9,
+                 mistakes=mistakes)
 
 
 # --------------------------------------------------------------------------- distinct-n
@@ -221,20 +174,19 @@ def check_distinct_n(fn: Callable[[Sequence, int], float]) -> bool:
         grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n)]
         return len(set(grams)) / len(grams) if grams else 0.0
 
-    mistakes: list[Mistake] = [
-        (by_tokens, "you divide by the number of tokens: a sequence of L tokens has only "
-         "L - n + 1 n-grams, so divide by that."),
-        (off_by_one, "your loop misses the last n-gram: the n-grams start at positions "
-         "0 .. L - n, that is range(len(tokens) - n + 1)."),
-        (bigrams_always, "you always count bigrams (zip(tokens, tokens[1:])): use the n you "
-         "are given, tuple(tokens[i:i + n])."),
-        (unigrams, "you count distinct tokens, not distinct n-grams: build the tuples "
-         "tuple(tokens[i:i + n]) and count those."),
-        (count, "you return the number of distinct n-grams: divide it by the number of "
-         "n-grams to get a ratio between 0 and 1."),
+    mistakes = [
+        Mistake("you divide by the number of tokens: a sequence of L tokens has only L - n + 1 "
+                "n-grams, so divide by that.", wrong=by_tokens),
+        Mistake("your loop misses the last n-gram: the n-grams start at positions 0 .. L - n, "
+                "that is range(len(tokens) - n + 1).", wrong=off_by_one),
+        Mistake("you always count bigrams (zip(tokens, tokens[1:])): use the n you are given, "
+                "tuple(tokens[i:i + n]).", wrong=bigrams_always),
+        Mistake("you count distinct tokens, not distinct n-grams: build the tuples "
+                "tuple(tokens[i:i + n]) and count those.", wrong=unigrams),
+        Mistake("you return the number of distinct n-grams: divide it by the number of n-grams "
+                "to get a ratio between 0 and 1.", wrong=count),
     ]
-    feedback = run_checks(fn, cases, distinct_n_reference, name="distinct_n")
-    return _report(fn, feedback, mistakes)
+    return check(fn, cases, distinct_n_reference, name="distinct_n", mistakes=mistakes)
 
 
 # --------------------------------------------------------------------------- KV cache
@@ -280,18 +232,17 @@ def check_kv_cache_bytes(fn: Callable[..., int]) -> bool:
     def per_head(cfg, B, T, dtype):
         return kv_cache_bytes_reference(cfg, B, T, dtype) // cfg.n_head
 
-    mistakes: list[Mistake] = [
-        (keys_only, "you count only the keys: every position stores a key and a value, a "
-         "factor of 2."),
-        (one_layer, "you count one layer: every layer keeps its own keys and values, so "
-         "multiply by n_layer."),
-        (one_sequence, "you left out the batch: each of the batch_size sequences has its own "
-         "cache."),
-        (always_fp32, "you assume 4 bytes per number for every dtype: use "
-         "torch.finfo(dtype).bits // 8 (2 bytes for float16 and bfloat16)."),
-        (bits, "you return bits: divide by 8 for bytes."),
-        (per_head, "you count one head's head_size channels: the heads together have n_head * "
-         "head_size = n_embd channels."),
+    mistakes = [
+        Mistake("you count only the keys: every position stores a key and a value, a factor of "
+                "2.", wrong=keys_only),
+        Mistake("you count one layer: every layer keeps its own keys and values, so multiply by "
+                "n_layer.", wrong=one_layer),
+        Mistake("you left out the batch: each of the batch_size sequences has its own cache.",
+                wrong=one_sequence),
+        Mistake("you assume 4 bytes per number for every dtype: use torch.finfo(dtype).bits // 8 "
+                "(2 bytes for float16 and bfloat16).", wrong=always_fp32),
+        Mistake("you return bits: divide by 8 for bytes.", wrong=bits),
+        Mistake("you count one head's head_size channels: the heads together have n_head * "
+                "head_size = n_embd channels.", wrong=per_head),
     ]
-    feedback = run_checks(fn, cases, kv_cache_bytes_reference, name="kv_cache_bytes")
-    return _report(fn, feedback, mistakes)
+    return check(fn, cases, kv_cache_bytes_reference, name="kv_cache_bytes", mistakes=mistakes)
