@@ -29,7 +29,7 @@ def main() -> None:
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     from gptlib.bpe import BPETokenizer
-    from gptlib.data import shakespeare_text
+    from gptlib.corpus import shakespeare_text
 
     text = shakespeare_text()[: args.chars]
     special = "<|endoftext|>"
