@@ -13,16 +13,16 @@ from a seeded generator, the learning rate of ``lr_at`` (linear warmup, Goyal et
 cosine decay), evaluation, log.csv, checkpoints, and a ``TrainingDivergedError`` when a step is
 not finite. Every run is reproducible from ``TrainConfig.seed``, and ``resume=True`` continues an
 interrupted run so exactly that it ends with bit-identical weights. Under ``torchrun`` the same
-function runs data-parallel (``gptlib.distributed``). Left out on purpose: float16 loss scaling
+function runs data-parallel (``gptlib.distributed``). What a run keeps around the loop (devices
+and wrappers, log.csv, checkpoints, resuming, the divergence error) lives in ``gptlib.runs``, which
+this module imports and which never imports it. Left out on purpose: float16 loss scaling
 (bf16 needs none), learning-rate finders, early stopping on validation loss (use ``callback``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -34,16 +34,26 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from gptlib import checkpoint, distributed
+from gptlib import distributed, runs
 from gptlib.data import get_batch
-from gptlib.device import autocast, capture_rng_state, restore_rng_state
+from gptlib.device import autocast
 from gptlib.files import dataclass_from_dict
 from gptlib.model import evaluating, unwrap_model
+from gptlib.runs import TrainingDivergedError
 from gptlib.tokenizer import Tokenizer
 
-logger = logging.getLogger(__name__)
-
-LOG_COLUMNS = ("step", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s")
+__all__ = [
+    "StepStats",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDivergedError",  # defined in gptlib.runs, which raises it; imported from here
+    "configure_optimizer",
+    "decay_groups",
+    "estimate_loss",
+    "lr_at",
+    "train",
+    "train_step",
+]
 
 
 @dataclass(frozen=True)
@@ -69,26 +79,36 @@ class TrainConfig:
     block_size: int | None = None  # training context; None: the model's block_size
 
     def __post_init__(self) -> None:
-        positive = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_iters",
-                    "log_interval")
+        positive = (
+            "max_steps",
+            "batch_size",
+            "grad_accum",
+            "eval_interval",
+            "eval_iters",
+            "log_interval",
+        )
         for name in positive + ("warmup_steps", "checkpoint_interval", "seed"):
             value = getattr(self, name)
             low = 1 if name in positive else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.block_size is not None and (not isinstance(self.block_size, int)
-                                            or self.block_size < 1):
+        if self.block_size is not None and (
+            not isinstance(self.block_size, int) or self.block_size < 1
+        ):
             raise ValueError(f"block_size must be None or an integer >= 1, got {self.block_size!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"min_lr={self.min_lr} must lie between 0 and lr={self.lr}")
         if self.warmup_steps > self.max_steps:
-            raise ValueError(f"warmup_steps={self.warmup_steps} is longer than "
-                             f"max_steps={self.max_steps}")
+            raise ValueError(
+                f"warmup_steps={self.warmup_steps} is longer than max_steps={self.max_steps}"
+            )
         if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("weight_decay and grad_clip must be >= 0, got "
-                             f"{self.weight_decay} and {self.grad_clip}")
+            raise ValueError(
+                "weight_decay and grad_clip must be >= 0, got "
+                f"{self.weight_decay} and {self.grad_clip}"
+            )
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -99,14 +119,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return dataclass_from_dict(cls, d)
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss or the gradient norm stopped being a finite number."""
-
-    def __init__(self, message: str, step: int, value: float, checkpoint_step: int | None):
-        super().__init__(message)
-        self.step, self.value, self.checkpoint_step = step, value, checkpoint_step
 
 
 @dataclass
@@ -170,8 +182,10 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW
     """
     params = dict(model.named_parameters())
     decay, no_decay = decay_groups(model)
-    groups = [{"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
-              {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
+    groups = [
+        {"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
+        {"params": [params[n] for n in no_decay], "weight_decay": 0.0},
+    ]
     try:
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
     except (RuntimeError, ValueError):  # no fused kernel for this device
@@ -191,9 +205,14 @@ class StepStats:
         return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
-               batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
-               lr: float | None = None, grad_clip: float | None = 1.0) -> StepStats:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    lr: float | None = None,
+    grad_clip: float | None = 1.0,
+) -> StepStats:
     """One optimizer update from the (x, y) micro-batches of one step: accumulate, clip, update.
 
     Each micro-batch's loss is divided by ``len(batches)`` before its backward pass, so the
@@ -241,9 +260,13 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 @torch.no_grad()
-def estimate_loss(model: nn.Module, splits: dict[str, Any], cfg: TrainConfig,
-                  generator: torch.Generator | None = None,
-                  block_size: int | None = None) -> dict[str, float]:
+def estimate_loss(
+    model: nn.Module,
+    splits: dict[str, Any],
+    cfg: TrainConfig,
+    generator: torch.Generator | None = None,
+    block_size: int | None = None,
+) -> dict[str, float]:
     """Mean loss over ``cfg.eval_iters`` random batches of each split, in eval mode (no dropout).
 
     Args:
@@ -271,173 +294,30 @@ def estimate_loss(model: nn.Module, splits: dict[str, Any], cfg: TrainConfig,
     return out
 
 
-@dataclass
-class _Run:
-    """What the helpers of ``train`` share about one run."""
-
-    cfg: TrainConfig
-    dist: distributed.DistInfo
-    raw: nn.Module  # the plain model: checkpointed, its weights checked for NaN
-    eval_model: nn.Module  # ``raw``, compiled if ``cfg.compile``
-    step_model: nn.Module  # ``eval_model``, wrapped in DistributedDataParallel under torchrun
-    optimizer: torch.optim.Optimizer
-    gen: torch.Generator  # the data order: the only source of training batches
-    block_size: int
-    out: Path | None
-    tokenizer: Tokenizer | None
-    last_saved: int | None = None  # step of the newest checkpoint on disk
-    seconds: float = 0.0  # time spent in steps since the last log row
-    steps_timed: int = 0
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.cfg.batch_size * self.block_size * self.cfg.grad_accum * self.dist.world_size
-
-
-def _setup(model: nn.Module, cfg: TrainConfig, out_dir: str | Path | None,
-           tokenizer: Tokenizer | None) -> _Run:
-    dist = distributed.init_distributed(cfg.device)
-    raw = unwrap_model(model).to(dist.device)
-    block_size = cfg.block_size or raw.config.block_size
-    if block_size > raw.config.block_size:
-        raise ValueError(f"TrainConfig.block_size={block_size} exceeds the model's context "
-                         f"length block_size={raw.config.block_size}")
-    raw.train()
-    eval_model = torch.compile(raw) if cfg.compile else raw
-    return _Run(cfg=cfg, dist=dist, raw=raw, eval_model=eval_model,
-                step_model=distributed.wrap_model(eval_model, dist),
-                optimizer=configure_optimizer(raw, cfg),
-                gen=torch.Generator().manual_seed(cfg.seed), block_size=block_size,
-                out=None if out_dir is None else Path(out_dir), tokenizer=tokenizer)
-
-
-def _check_tokens(tokens: Any, name: str, block_size: int, vocab_size: int) -> None:
-    if len(tokens) <= block_size:
-        raise ValueError(f"{name} has {len(tokens)} tokens; training with block_size={block_size} "
-                         "needs more: use a longer text or a smaller block_size")
-    if isinstance(tokens, torch.Tensor) and int(tokens.max()) >= vocab_size:
-        raise ValueError(f"{name} holds token id {int(tokens.max())}, outside the model's "
-                         f"vocabulary (vocab_size={vocab_size})")
-
-
-def _micro_batches(run: _Run, tokens: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """This process's ``grad_accum`` micro-batches, cut from one global batch of the job."""
-    rows = run.cfg.batch_size * run.dist.world_size  # one micro-batch of the whole job
-    x, y = get_batch(tokens, rows * run.cfg.grad_accum, run.block_size, generator=run.gen)
-    return [tuple(distributed.shard_batch(t[i:i + rows], run.dist).to(run.dist.device)
-                  for t in (x, y))  # (batch_size, T) each
-            for i in range(0, len(x), rows)]
-
-
-def _read_log(path: Path, upto: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [{k: (None if v in ("", None) else float(v)) for k, v in row.items()}
-                for row in csv.DictReader(f)]
-    return [{**r, "step": int(r["step"])} for r in rows if r["step"] <= upto]
-
-
-def _write_log(path: Path, rows: list[dict], append: bool) -> None:
-    with open(path, "a" if append else "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        if not append:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
-def _start(run: _Run, resume: bool) -> tuple[int, list[dict]]:
-    """Resume from or guard ``run.out``, seed dropout, start log.csv; returns (step, log rows)."""
-    if resume:
-        step, history = _resume(run)
-    elif run.out is not None and checkpoint.has_checkpoint(run.out):
-        raise FileExistsError(f"{run.out} already holds a checkpoint; pass resume=True to "
-                              "continue it, or choose another out_dir")
-    else:
-        step, history = 0, []
-        torch.manual_seed(run.cfg.seed + run.dist.rank)  # dropout masks
-    if run.out is not None and run.dist.is_main:
-        run.out.mkdir(parents=True, exist_ok=True)
-        _write_log(run.out / "log.csv", history, append=False)
-    return step, history
-
-
-def _resume(run: _Run) -> tuple[int, list[dict]]:
-    """Load the state of ``run.out``'s checkpoint into the run; returns (step, log rows so far)."""
-    out, cfg = run.out, run.cfg
-    if out is None or not checkpoint.has_checkpoint(out):
-        raise checkpoint.CheckpointError(f"resume=True but there is no checkpoint in {out}")
-    ck = checkpoint.load_checkpoint(out, model=run.raw)
-    if ck.optimizer_state is None or ck.rng_state is None:
-        raise checkpoint.CheckpointError(f"the checkpoint in {out} has no optimizer or RNG "
-                                         "state (saved for inference?); cannot resume it")
-    run.optimizer.load_state_dict(ck.optimizer_state)
-    restore_rng_state(ck.rng_state, {"train": run.gen})
-    if run.dist.rank:  # exact resume covers rank 0's dropout masks; other ranks reseed
-        torch.manual_seed(cfg.seed + run.dist.rank + ck.step)
-    free = ("max_steps", "device", "compile", "log_interval")  # may change without harm
-    saved = None if ck.train_config is None else TrainConfig.from_dict(ck.train_config)
-    changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-               if saved is not None and f.name not in free
-               and getattr(saved, f.name) != getattr(cfg, f.name)}
-    if changed:
-        logger.warning("resuming with changed settings %s: the run will differ from an "
-                       "uninterrupted one", changed)
-    run.last_saved = ck.step
-    return ck.step, _read_log(out / "log.csv", upto=ck.step)  # later rows were never saved
-
-
-def _diverged(run: _Run, step: int, what: str, value: float) -> TrainingDivergedError:
-    kept = (f"the last good checkpoint (step {run.last_saved}) in {run.out} is kept"
-            if run.last_saved is not None and run.out is not None
-            else "no checkpoint had been written")
-    return TrainingDivergedError(
-        f"training diverged at step {step}: the {what} is {value}; {kept}. Try a lower "
-        f"learning rate (lr={run.cfg.lr}), more warmup or gradient clipping.", step, value,
-        run.last_saved)
-
-
-def _save(run: _Run, step: int) -> None:
-    """Checkpoint the run at ``step`` (rank 0 writes), unless that step is already saved."""
-    if run.out is None or run.last_saved == step:
-        return
-    if not all(torch.isfinite(p).all() for p in run.raw.parameters()):
-        raise _diverged(run, step, "largest weight", math.inf)
-    if run.dist.is_main:
-        checkpoint.save_checkpoint(
-            run.out, run.raw, train_config=run.cfg.to_dict(), step=step, optimizer=run.optimizer,
-            tokenizer=run.tokenizer, rng_state=capture_rng_state({"train": run.gen}),
-            extra={"tokens_seen": step * run.tokens_per_step})
-        logger.info("saved the checkpoint of step %d in %s", step, run.out)
-    run.last_saved = step
-
-
-def _evaluate(run: _Run, result: TrainResult, train_tokens: Any, val_tokens: Any) -> dict:
+def _evaluate(run: runs.Run, result: TrainResult, train_tokens: Any, val_tokens: Any) -> dict:
     """Evaluate on the same batches every time (a generator seeded ``seed + 1``)."""
-    ev = estimate_loss(run.eval_model, {"train": train_tokens, "val": val_tokens}, run.cfg,
-                       torch.Generator().manual_seed(run.cfg.seed + 1), run.block_size)
+    ev = estimate_loss(
+        run.eval_model,
+        {"train": train_tokens, "val": val_tokens},
+        run.cfg,
+        torch.Generator().manual_seed(run.cfg.seed + 1),
+        run.block_size,
+    )
     result.train_loss, result.val_loss = ev["train_loss"], ev["val_loss"]
     return {"val_loss": ev["val_loss"], "val_perplexity": ev["val_perplexity"]}
 
 
-def _log(run: _Run, result: TrainResult, metrics: dict, bar: tqdm) -> None:
-    """Append a row to the history and log.csv, and report it; restarts the speed meter."""
-    tokens_per_s = run.steps_timed * run.tokens_per_step / max(run.seconds, 1e-9)
-    row = {"val_loss": None, **metrics, "tokens_per_s": tokens_per_s}
-    result.history.append({k: row[k] for k in LOG_COLUMNS})
-    run.seconds, run.steps_timed = 0.0, 0
-    if run.out is not None and run.dist.is_main:
-        _write_log(run.out / "log.csv", [row], append=True)
-    val = "" if row["val_loss"] is None else f", val loss {row['val_loss']:.4f}"
-    logger.info("step %d: loss %.4f%s, lr %.2e, grad norm %.3f, %.0f tok/s", row["step"],
-                row["train_loss"], val, row["lr"], row["grad_norm"], tokens_per_s)
-    bar.set_postfix(loss=f"{row['train_loss']:.3f}", lr=f"{row['lr']:.1e}", refresh=False)
-
-
-def train(model: nn.Module, train_tokens: Any, val_tokens: Any, cfg: TrainConfig,
-          out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-          tokenizer: Tokenizer | None = None,
-          callback: Callable[[int, dict], bool | None] | None = None) -> TrainResult:
+def train(
+    model: nn.Module,
+    train_tokens: Any,
+    val_tokens: Any,
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    tokenizer: Tokenizer | None = None,
+    callback: Callable[[int, dict], bool | None] | None = None,
+) -> TrainResult:
     """Train ``model`` (in place) for ``cfg.max_steps`` updates of ``train_step``.
 
     Seeds torch's global generator (dropout) with ``cfg.seed``; batches come from a separate
@@ -459,40 +339,43 @@ def train(model: nn.Module, train_tokens: Any, val_tokens: Any, cfg: TrainConfig
         TrainingDivergedError: the loss or gradient norm became NaN/inf; the weights are those
             before that step, and the last checkpoint in ``out_dir`` is kept as it was.
     """
-    run = _setup(model, cfg, out_dir, tokenizer)
-    _check_tokens(train_tokens, "train_tokens", run.block_size, run.raw.config.vocab_size)
-    _check_tokens(val_tokens, "val_tokens", run.block_size, run.raw.config.vocab_size)
-    step, history = _start(run, resume)
+    run = runs.setup_run(model, cfg, out_dir, tokenizer, lambda m: configure_optimizer(m, cfg))
+    for tokens, name in ((train_tokens, "train_tokens"), (val_tokens, "val_tokens")):
+        runs.check_tokens(tokens, name, run.block_size, run.raw.config.vocab_size)
+    step, history = runs.start_run(run, resume)
     result = TrainResult(history=history, step=step, out_dir=run.out)
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and run.dist.is_main),
-               unit="step", desc="train")
+    shown = progress and run.dist.is_main
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not shown, unit="step", desc="train")
     try:
         while step < cfg.max_steps:
             t0, lr = time.perf_counter(), lr_at(step, cfg)
-            stats = train_step(run.step_model, run.optimizer, _micro_batches(run, train_tokens),
-                               lr=lr, grad_clip=cfg.grad_clip)
+            batches = runs.micro_batches(run, train_tokens)
+            stats = train_step(
+                run.step_model, run.optimizer, batches, lr=lr, grad_clip=cfg.grad_clip
+            )
             if not stats.finite:  # train_step skipped this update; stop the run before the next
-                what, value = (("loss", stats.loss) if not math.isfinite(stats.loss)
-                               else ("gradient norm", stats.grad_norm))
-                raise _diverged(run, step + 1, what, value)
+                bad_loss = not math.isfinite(stats.loss)
+                what, value = (
+                    ("loss", stats.loss) if bad_loss else ("gradient norm", stats.grad_norm)
+                )
+                raise runs.diverged(run, step + 1, what, value)
             step += 1
             run.seconds += time.perf_counter() - t0
             run.steps_timed += 1
-            metrics = {"step": step, "train_loss": stats.loss, "lr": lr,
-                       "grad_norm": stats.grad_norm}
+            metrics = dict(step=step, train_loss=stats.loss, lr=lr, grad_norm=stats.grad_norm)
             if step % cfg.eval_interval == 0 or step == cfg.max_steps:
                 metrics.update(_evaluate(run, result, train_tokens, val_tokens))
             if "val_loss" in metrics or step % cfg.log_interval == 0 or step == cfg.max_steps:
-                _log(run, result, metrics, bar)
+                result.history.append(runs.log_row(run, metrics, bar))
             bar.update(1)
             result.step = step
             if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
-                _save(run, step)
+                runs.save_run(run, step)
             stop = bool(callback(step, metrics)) if callback is not None else False
             if distributed.any_process(stop, run.dist):
                 result.stopped_early = step < cfg.max_steps
                 break
-        _save(run, step)
+        runs.save_run(run, step)
     finally:
         bar.close()
     distributed.barrier(run.dist)

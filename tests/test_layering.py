@@ -4,8 +4,9 @@ The graph is read from the source with `ast`, so it counts every import: at modu
 functions (deferred) and under `TYPE_CHECKING`. A deferred import still couples two modules; the
 book's rule (STYLE.md, DESIGN.md) is that the layering holds for all of them:
 
-    _version, files, device, tokenizer, bpe, data, ngram, kv_cache   (foundations)
-    -> model, distributed  -> generate, checkpoint, pretrained, ablations, lora, finetune, embed
+    _version, files, device, tokenizer, bpe, corpus, data, ngram, kv_cache, tasks   (foundations)
+    -> model, distributed
+    -> generate, checkpoint, pretrained, positions, ablations, lora, finetune, embed, runs
     -> train
     -> exercises, the command line (__main__) and the package's re-exports (__init__)
 """
@@ -18,10 +19,30 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gptlib"
 LAYERS = [
-    {"_version", "files", "device", "tokenizer", "bpe", "corpus", "data", "ngram", "kv_cache",
-     "tasks"},
+    {
+        "_version",
+        "files",
+        "device",
+        "tokenizer",
+        "bpe",
+        "corpus",
+        "data",
+        "ngram",
+        "kv_cache",
+        "tasks",
+    },
     {"model", "distributed"},
-    {"generate", "checkpoint", "pretrained", "ablations", "lora", "finetune", "embed"},
+    {
+        "generate",
+        "checkpoint",
+        "pretrained",
+        "positions",
+        "ablations",
+        "lora",
+        "finetune",
+        "embed",
+        "runs",
+    },
     {"train"},
     {"exercises", "__main__", "__init__"},
 ]
@@ -54,14 +75,17 @@ def imports_of(name: str) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(MODULES[name].read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            found |= {resolve(a.name[len("gptlib."):]) for a in node.names
-                      if a.name.startswith("gptlib.")}
+            found |= {
+                resolve(a.name[len("gptlib.") :])
+                for a in node.names
+                if a.name.startswith("gptlib.")
+            }
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: from . import x, from .core import y
                 base = package[: len(package) - node.level + 1]
                 module = ".".join(base + ([node.module] if node.module else []))
             elif node.module == "gptlib" or (node.module or "").startswith("gptlib."):
-                module = node.module[len("gptlib."):] if node.module != "gptlib" else ""
+                module = node.module[len("gptlib.") :] if node.module != "gptlib" else ""
             else:
                 continue
             for alias in node.names:
@@ -101,7 +125,8 @@ def test_imports_point_down_the_layers(name):
 def test_the_graph_reader_sees_known_edges():
     """The reader must find real imports, or the tests above would pass on an empty graph."""
     assert "tokenizer" in GRAPH["bpe"]
-    assert {"checkpoint", "data", "device", "distributed", "model"} <= GRAPH["train"]
+    assert {"data", "device", "distributed", "model", "runs"} <= GRAPH["train"]
+    assert {"checkpoint", "data", "device", "distributed", "model"} <= GRAPH["runs"]
     assert "model" in GRAPH["checkpoint"]
     assert "train" in GRAPH["__main__"]  # deferred imports inside functions count too
     assert "kv_cache" in GRAPH["model"]  # and so do TYPE_CHECKING imports

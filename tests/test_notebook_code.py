@@ -15,8 +15,9 @@ each definition's *normalised* syntax tree with every other one:
   self.net(x)``) are too small to be worth sharing and are not compared.
 
 A chapter that builds a component by hand to teach it writes it its own way and then checks it
-against gptlib; only a copy fails here. Pairs inside gptlib/ and experiments/ are left to the
-``duplicates`` scan (``make duplicates``).
+against gptlib; only a copy fails here. Exercise answers (cells tagged ``solution``) are left
+out: an exercise may ask the reader to write what another page teaches. Pairs inside gptlib/ and
+experiments/ are left to the ``duplicates`` scan (``make duplicates``).
 """
 
 from __future__ import annotations
@@ -69,8 +70,11 @@ def normalise(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> st
     tree = ast.parse(ast.unparse(node)).body[0]  # a private copy, without positions
     tree.name = "_"
     first = tree.body[0]
-    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
-            and isinstance(first.value.value, str):
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
         tree.body = tree.body[1:] or [ast.Pass()]
     if not isinstance(tree, ast.ClassDef):
         args = tree.args
@@ -113,15 +117,33 @@ def repeated(found: list[Definition]) -> list[tuple[Definition, Definition]]:
     by_key: dict[str, list[Definition]] = defaultdict(list)
     for definition in found:
         by_key[definition.key].append(definition)
+
     def in_copies_of_one_definition(a: Definition, b: Definition) -> bool:
-        return a.inside is not None and b.inside is not None and a.inside[0] == b.inside[0] \
+        return (
+            a.inside is not None
+            and b.inside is not None
+            and a.inside[0] == b.inside[0]
             and a.inside[1] != b.inside[1]
+        )
 
     pairs = []
     for first, *copies in by_key.values():
-        pairs += [(copy, first) for copy in copies if (copy.in_notebook or first.in_notebook)
-                  and not in_copies_of_one_definition(copy, first)]
+        pairs += [
+            (copy, first)
+            for copy in copies
+            if (copy.in_notebook or first.in_notebook)
+            and not in_copies_of_one_definition(copy, first)
+        ]
     return pairs
+
+
+def solution_cells(path: Path) -> set[int]:
+    """Indices of cells tagged ``solution``: a reader's answer to an exercise that asks them to
+    write a function may coincide with the page that teaches it, so answers are not compared."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return {
+        i for i, cell in enumerate(cells) if "solution" in cell.get("metadata", {}).get("tags", [])
+    }
 
 
 def all_definitions() -> list[Definition]:
@@ -132,7 +154,10 @@ def all_definitions() -> list[Definition]:
             where = str(path.relative_to(ROOT))
             found += definitions(path.read_text(encoding="utf-8"), where, in_notebook=False)
     for path in notebook_code.notebooks(ROOT):
+        answers = solution_cells(path)
         for index, source in notebook_code.code_cells(path):
+            if index in answers:
+                continue
             where = f"{path.relative_to(ROOT)} cell {index}"
             found += definitions(source, where, in_notebook=True)
     return found
@@ -141,8 +166,11 @@ def all_definitions() -> list[Definition]:
 def test_no_notebook_repeats_a_definition():
     pairs = repeated(all_definitions())
     if pairs:
-        pytest.fail("definitions written twice (import the first one instead):\n" + "\n".join(
-            f"  {copy.place}\n    = {first.place}" for copy, first in pairs), pytrace=False)
+        pytest.fail(
+            "definitions written twice (import the first one instead):\n"
+            + "\n".join(f"  {copy.place}\n    = {first.place}" for copy, first in pairs),
+            pytrace=False,
+        )
 
 
 # ---- the detector itself, on small synthetic sources -------------------------------------------
@@ -155,23 +183,23 @@ def layer_norm(x, gamma, beta, eps=1e-5):
     return gamma * (x - mu) / (var + eps).sqrt() + beta
 '''
 
-RENAMED_COPY = '''
+RENAMED_COPY = """
 import torch
 
 def my_norm(v, g, b, eps=1e-5):
     mu = v.mean(-1, keepdim=True)
     var = ((v - mu) ** 2).mean(-1, keepdim=True)
     return g * (v - mu) / (var + eps).sqrt() + b
-'''
+"""
 
-OWN_VERSION = '''
+OWN_VERSION = """
 def layer_norm(x, gamma, beta, eps=1e-5):  # the variance another way: a different tree
     mu = x.mean(-1, keepdim=True)
     var = x.var(-1, keepdim=True, unbiased=False)
     return gamma * (x - mu) / (var + eps).sqrt() + beta
-'''
+"""
 
-TWICE = '''
+TWICE = """
 class Residual:
     def __init__(self, block, scale):
         self.block, self.scale = block, scale
@@ -184,7 +212,7 @@ class Skip:
 
 def tiny(x):
     return x
-'''
+"""
 
 
 def places(pairs):
@@ -195,7 +223,8 @@ def test_detector_finds_a_renamed_copy_of_library_code():
     found = definitions(LIBRARY, "lib.py", in_notebook=False)
     found += definitions(RENAMED_COPY, "nb.ipynb cell 3", in_notebook=True)
     assert places(repeated(found)) == [
-        ("nb.ipynb cell 3, line 4: def my_norm", "lib.py, line 2: def layer_norm")]
+        ("nb.ipynb cell 3, line 4: def my_norm", "lib.py, line 2: def layer_norm")
+    ]
 
 
 def test_detector_lets_an_own_version_pass():
@@ -207,7 +236,8 @@ def test_detector_lets_an_own_version_pass():
 def test_detector_finds_classes_twice_in_one_notebook_and_skips_tiny_functions():
     pairs = repeated(definitions(TWICE, "nb.ipynb cell 1", in_notebook=True))
     assert places(pairs) == [
-        ("nb.ipynb cell 1, line 7: class Skip", "nb.ipynb cell 1, line 2: class Residual")]
+        ("nb.ipynb cell 1, line 7: class Skip", "nb.ipynb cell 1, line 2: class Residual")
+    ]
     tiny = [d for d in definitions(TWICE * 2, "x", True) if "tiny" in d.place]
     assert tiny == []  # `def tiny(x): return x` is below MIN_NODES
 
@@ -216,7 +246,8 @@ def test_detector_finds_a_method_repeated_in_one_class():
     one_class = TWICE.split("class Skip")[0] + (
         "    def reset(self, block, scale):\n"
         "        self.block, self.scale = block, scale\n"
-        "        self.calls = [block, scale, block]\n")
+        "        self.calls = [block, scale, block]\n"
+    )
     pairs = repeated(definitions(one_class, "nb", in_notebook=True))
     assert places(pairs) == [("nb, line 7: def reset", "nb, line 3: def __init__")]
 
@@ -236,35 +267,54 @@ def test_local_names_and_defaults_still_count():
 
 # ---- the export tool ------------------------------------------------------------------------
 
+
 def test_python_source_comments_out_magics_and_shell_escapes():
     cell = "%config InlineBackend.figure_format = 'retina'\nimport math\n!pip list\nx = 10 % 3"
     assert notebook_code.python_source(cell) == (
         "# [magic] %config InlineBackend.figure_format = 'retina'\nimport math\n"
-        "# [magic] !pip list\nx = 10 % 3")
+        "# [magic] !pip list\nx = 10 % 3"
+    )
     assert notebook_code.python_source("%%time\nx = 1") == "# [magic] %%time\nx = 1"
     assert notebook_code.python_source("%%bash\necho hi") == "# [magic] %%bash\n# [magic] echo hi"
 
 
 def test_export_writes_one_file_per_notebook(tmp_path):
     """A fake repository with one notebook: a markdown cell, a magic, two code cells."""
-    cells = [{"cell_type": "markdown", "metadata": {}, "source": ["# Title"]},
-             {"cell_type": "code", "metadata": {}, "source": ["%config X = 1\n", "import math"],
-              "outputs": [], "execution_count": 1},
-             {"cell_type": "code", "metadata": {}, "source": "def f():\n    return math.pi",
-              "outputs": [], "execution_count": 2}]
+    cells = [
+        {"cell_type": "markdown", "metadata": {}, "source": ["# Title"]},
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "source": ["%config X = 1\n", "import math"],
+            "outputs": [],
+            "execution_count": 1,
+        },
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "source": "def f():\n    return math.pi",
+            "outputs": [],
+            "execution_count": 2,
+        },
+    ]
     page = tmp_path / "repo" / "chapters" / "01-intro" / "01-page.ipynb"
     page.parent.mkdir(parents=True)
-    page.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
-                                "nbformat_minor": 5}), encoding="utf-8")
+    page.write_text(
+        json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}),
+        encoding="utf-8",
+    )
     out = tmp_path / "out"
     assert notebook_code.main([str(out), "--root", str(tmp_path / "repo")]) == 0
     assert [p.relative_to(out).as_posix() for p in out.rglob("*.py")] == [
-        "chapters/01-intro/01-page.py"]
+        "chapters/01-intro/01-page.py"
+    ]
     text = (out / "chapters" / "01-intro" / "01-page.py").read_text(encoding="utf-8")
-    assert text == ("# The code cells of chapters/01-intro/01-page.ipynb,\n"
-                    "# exported by tools/notebook_code.py: edit the notebook, not this file.\n\n"
-                    "# %% cell 1\n# [magic] %config X = 1\nimport math\n\n"
-                    "# %% cell 2\ndef f():\n    return math.pi\n")
+    assert text == (
+        "# The code cells of chapters/01-intro/01-page.ipynb,\n"
+        "# exported by tools/notebook_code.py: edit the notebook, not this file.\n\n"
+        "# %% cell 1\n# [magic] %config X = 1\nimport math\n\n"
+        "# %% cell 2\ndef f():\n    return math.pi\n"
+    )
     ast.parse(text)
 
 
@@ -273,7 +323,8 @@ def test_export_without_notebooks_fails(tmp_path, capsys):
     assert "no notebooks" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("path", notebook_code.notebooks(ROOT),
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", notebook_code.notebooks(ROOT), ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_every_exported_notebook_is_python(path):
     ast.parse(notebook_code.notebook_as_python(path, ROOT))
