@@ -109,22 +109,28 @@ def main() -> None:
         return
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"torch {torch.__version__}, device {device}, {os.cpu_count()} CPUs, "
-          f"torch threads={torch.get_num_threads()}; B=1, nh={N_HEAD}, hs={HEAD_SIZE}, "
-          f"best of {args.repeats}; memory: "
-          f"{'cuda max_memory_allocated' if device == 'cuda' else 'peak RSS growth'}")
+    print(
+        f"torch {torch.__version__}, device {device}, {os.cpu_count()} CPUs, "
+        f"torch threads={torch.get_num_threads()}; B=1, nh={N_HEAD}, hs={HEAD_SIZE}, "
+        f"best of {args.repeats}; memory: "
+        f"{'cuda max_memory_allocated' if device == 'cuda' else 'peak RSS growth'}"
+    )
     for T in args.lengths:  # the two paths must agree before their speed means anything
         a, b = (run(p, *make(T, device)) for p in ("explicit", "sdpa"))
         assert torch.allclose(a, b, atol=1e-5), f"paths differ at T={T}"
     mib = 2**20
-    print(f"\n{'T':>6}{'explicit ms':>13}{'sdpa ms':>10}{'time ratio':>12}"
-          f"{'explicit MiB':>14}{'sdpa MiB':>10}{'mem ratio':>11}{'T x T MiB':>11}")
+    print(
+        f"\n{'T':>6}{'explicit ms':>13}{'sdpa ms':>10}{'time ratio':>12}"
+        f"{'explicit MiB':>14}{'sdpa MiB':>10}{'mem ratio':>11}{'T x T MiB':>11}"
+    )
     for T in args.lengths:
         t_e, t_s = (best_time(p, T, device, args.repeats) for p in ("explicit", "sdpa"))
         m_e, m_s = (peak_memory(p, T, device, args.threads) for p in ("explicit", "sdpa"))
         mem_ratio = f"{m_e / m_s:.1f}x" if m_s > 0 else "n/a"
-        print(f"{T:>6}{1e3 * t_e:>13.1f}{1e3 * t_s:>10.1f}{t_e / t_s:>11.2f}x"
-              f"{m_e / mib:>14.1f}{m_s / mib:>10.1f}{mem_ratio:>11}{48 * T * T / mib:>11.1f}")
+        print(
+            f"{T:>6}{1e3 * t_e:>13.1f}{1e3 * t_s:>10.1f}{t_e / t_s:>11.2f}x"
+            f"{m_e / mib:>14.1f}{m_s / mib:>10.1f}{mem_ratio:>11}{48 * T * T / mib:>11.1f}"
+        )
     print("\nratios are explicit / sdpa: above 1 means SDPA is faster or uses less memory")
 
 

@@ -33,9 +33,11 @@ def main() -> None:
 
     text = shakespeare_text()[: args.chars]
     special = "<|endoftext|>"
-    print(f"text: {len(text):,} characters of Shakespeare; vocab_size={args.vocab_size}; "
-          f"python {platform.python_version()}, tokenizers {tokenizers.__version__}, "
-          f"{os.cpu_count()} CPUs, tokenizers threads={args.hf_threads}")
+    print(
+        f"text: {len(text):,} characters of Shakespeare; vocab_size={args.vocab_size}; "
+        f"python {platform.python_version()}, tokenizers {tokenizers.__version__}, "
+        f"{os.cpu_count()} CPUs, tokenizers threads={args.hf_threads}"
+    )
 
     start = time.perf_counter()
     ours = BPETokenizer().train(text, args.vocab_size, special_tokens=[special])
@@ -44,9 +46,12 @@ def main() -> None:
     hf = tokenizers.Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=args.vocab_size, special_tokens=[special],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=args.vocab_size,
+        special_tokens=[special],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     start = time.perf_counter()
     hf.train_from_iterator([text], trainer)
     hf_train = time.perf_counter() - start

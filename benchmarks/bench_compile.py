@@ -52,9 +52,11 @@ def main() -> None:
     x = torch.randint(0, config.vocab_size, shape, generator=gen).to(device)
     y = torch.randint(0, config.vocab_size, shape, generator=gen).to(device)
 
-    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}; preset {args.preset}, "
-          f"batch {shape[0]} x {shape[1]}")
+    print(
+        f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}; preset {args.preset}, "
+        f"batch {shape[0]} x {shape[1]}"
+    )
     compile_s = step_time(compiled, opt_compiled, x, y, device)  # compiles forward + backward
     print(f"first compiled step (includes compilation): {compile_s:.1f} s")
     for _ in range(args.warmup):

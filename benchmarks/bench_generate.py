@@ -52,16 +52,23 @@ def main() -> None:
         parser.error("prompt + new tokens must fit in block_size (the cache would fall back)")
 
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=args.vocab_size, block_size=args.block_size,
-                       n_layer=args.n_layer, n_head=args.n_embd // 64, n_embd=args.n_embd)
+    config = GPTConfig(
+        vocab_size=args.vocab_size,
+        block_size=args.block_size,
+        n_layer=args.n_layer,
+        n_head=args.n_embd // 64,
+        n_embd=args.n_embd,
+    )
     model = GPT(config).eval()
     prompt = torch.randint(0, config.vocab_size, (1, args.prompt_tokens))
     n = args.new_tokens
     print(f"model: {model.num_params():,} parameters {config}")
-    print(f"torch {torch.__version__}, python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, torch threads={torch.get_num_threads()}; "
-          f"prompt {args.prompt_tokens} tokens, {n} new tokens, greedy, "
-          f"best of {args.repeats} runs (no cache: 1 run)")
+    print(
+        f"torch {torch.__version__}, python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, torch threads={torch.get_num_threads()}; "
+        f"prompt {args.prompt_tokens} tokens, {n} new tokens, greedy, "
+        f"best of {args.repeats} runs (no cache: 1 run)"
+    )
 
     greedy = SamplingConfig(temperature=0)
     generate(model, prompt, 8, greedy)  # warm-up
@@ -81,9 +88,15 @@ def main() -> None:
 
         def hf_generate():
             with torch.no_grad():
-                return hf.generate(prompt, attention_mask=mask, max_new_tokens=n,
-                                   min_new_tokens=n, do_sample=False, use_cache=True,
-                                   pad_token_id=0)
+                return hf.generate(
+                    prompt,
+                    attention_mask=mask,
+                    max_new_tokens=n,
+                    min_new_tokens=n,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=0,
+                )
 
         hf_generate()  # warm-up
         rows["transformers generate (cache)"], hf_out = timed(hf_generate, args.repeats)
@@ -95,8 +108,10 @@ def main() -> None:
     for name, seconds in rows.items():
         print(f"{name:<32}{seconds:>10.2f}{n / seconds:>12.1f}")
     speedup = rows["gptlib, no cache"] / rows["gptlib, KV cache"]
-    print(f"\nKV cache speed-up (no cache time / cache time): {speedup:.2f}x "
-          f"({'meets' if speedup >= 3 else 'BELOW'} the 3x target)")
+    print(
+        f"\nKV cache speed-up (no cache time / cache time): {speedup:.2f}x "
+        f"({'meets' if speedup >= 3 else 'BELOW'} the 3x target)"
+    )
     if "transformers generate (cache)" in rows:
         ratio = rows["transformers generate (cache)"] / rows["gptlib, KV cache"]
         print(f"gptlib cache speed relative to transformers (their time / ours): {ratio:.2f}x")

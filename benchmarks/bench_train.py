@@ -72,9 +72,11 @@ def bench(name: str, config: GPTConfig, batch_size: int, steps: int, warmup: int
             times["transformers"].append(t_theirs)
     n_tokens = batch_size * config.block_size
     speed = {k: n_tokens / statistics.median(v) for k, v in times.items()}
-    print(f"{name:>5} {ours.num_params():>11,} {batch_size:>3}x{config.block_size:<4} "
-          f"{speed['gptlib']:>10,.0f} {speed['transformers']:>13,.0f} "
-          f"{speed['gptlib'] / speed['transformers']:>6.2f}x")
+    print(
+        f"{name:>5} {ours.num_params():>11,} {batch_size:>3}x{config.block_size:<4} "
+        f"{speed['gptlib']:>10,.0f} {speed['transformers']:>13,.0f} "
+        f"{speed['gptlib'] / speed['transformers']:>6.2f}x"
+    )
 
 
 def main() -> None:
@@ -90,10 +92,14 @@ def main() -> None:
     device = pick_device(args.device)
     import transformers
 
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {device}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"{'size':>5} {'parameters':>11} {'batch':>8} {'gptlib tok/s':>10} "
-          f"{'transformers':>13} {'ratio':>7}")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, {device}, "
+        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
+    print(
+        f"{'size':>5} {'parameters':>11} {'batch':>8} {'gptlib tok/s':>10} "
+        f"{'transformers':>13} {'ratio':>7}"
+    )
     for name in args.sizes:
         config, batch_size = SIZES[name]
         bench(name, config, batch_size, args.steps, args.warmup, device)

@@ -68,11 +68,19 @@ def main() -> None:
     torch.set_num_threads(1)
 
     tokenizer, train_ids, val_ids = char_task(1_000_000)
-    base = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=4,
-                     n_embd=64)
-    recipe = TrainConfig(max_steps=args.steps, batch_size=32, lr=1e-2, min_lr=1e-3,
-                         warmup_steps=20, eval_interval=100, eval_iters=20,
-                         log_interval=args.steps, checkpoint_interval=0, device="cpu")
+    base = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=4, n_embd=64)
+    recipe = TrainConfig(
+        max_steps=args.steps,
+        batch_size=32,
+        lr=1e-2,
+        min_lr=1e-3,
+        warmup_steps=20,
+        eval_interval=100,
+        eval_iters=20,
+        log_interval=args.steps,
+        checkpoint_interval=0,
+        device="cpu",
+    )
     rows = []
     for name, (config, change) in variants(base).items():
         for seed in args.seeds:
@@ -81,12 +89,17 @@ def main() -> None:
             if change is not None:
                 change(model)
             t0 = time.perf_counter()
-            result = train(model, train_ids, val_ids, dataclasses.replace(recipe, seed=seed),
-                           progress=False)
-            rows += eval_rows(result.history, variant=name, seed=seed,
-                              non_embedding_params=model.kaplan_params())
-            print(f"{name:26s} seed {seed}: val loss {result.val_loss:.4f} "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            result = train(
+                model, train_ids, val_ids, dataclasses.replace(recipe, seed=seed), progress=False
+            )
+            rows += eval_rows(
+                result.history, variant=name, seed=seed, non_embedding_params=model.kaplan_params()
+            )
+            print(
+                f"{name:26s} seed {seed}: val loss {result.val_loss:.4f} "
+                f"({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
     write_rows(args.out, COLUMNS, rows)
 
 

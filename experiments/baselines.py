@@ -41,16 +41,23 @@ from gptlib.ngram import NGramModel
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def ngram_row(name: str, order: int, smoothing: str, train, val, n_chars: int,
-              vocab) -> dict:
+def ngram_row(name: str, order: int, smoothing: str, train, val, n_chars: int, vocab) -> dict:
     t0 = time.perf_counter()
     model = NGramModel(order, smoothing=smoothing, vocab=vocab).fit(train)
     bits = model.cross_entropy(val)
     stored = model.num_ngrams  # distinct m-grams, m = 1..n
-    row = {"name": name, "order": order, "smoothing": smoothing, "stored_ngrams": stored,
-           "bits_per_symbol": bits, "bits_per_char": bits * len(val) / n_chars}
-    print(f"{name:28s} {row['bits_per_char']:.4f} bits/char  ({time.perf_counter() - t0:.0f} s)",
-          flush=True)
+    row = {
+        "name": name,
+        "order": order,
+        "smoothing": smoothing,
+        "stored_ngrams": stored,
+        "bits_per_symbol": bits,
+        "bits_per_char": bits * len(val) / n_chars,
+    }
+    print(
+        f"{name:28s} {row['bits_per_char']:.4f} bits/char  ({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
     return row
 
 
@@ -66,32 +73,55 @@ def main() -> None:
     train_text, val_text = train_val_split(text, val_fraction)
     tokenizer, train_ids, val_ids, n_val_chars = bpe_corpus(vocab_size, val_fraction)
     result = {
-        "corpus_chars": len(text), "val_fraction": val_fraction, "vocab_size": vocab_size,
+        "corpus_chars": len(text),
+        "val_fraction": val_fraction,
+        "vocab_size": vocab_size,
         "train": {"tokens": len(train_ids), "chars": len(train_text)},
         "val": {"tokens": len(val_ids), "chars": n_val_chars},
-        "char_ngrams": [], "token_ngrams": [],
+        "char_ngrams": [],
+        "token_ngrams": [],
     }
-    print(f"train {len(train_text):,} chars / {len(train_ids):,} tokens; "
-          f"val {n_val_chars:,} chars / {len(val_ids):,} tokens")
+    print(
+        f"train {len(train_text):,} chars / {len(train_ids):,} tokens; "
+        f"val {n_val_chars:,} chars / {len(val_ids):,} tokens"
+    )
 
     chars = sorted(set(text))
     rows = result["char_ngrams"]
-    rows.append(ngram_row("unigram, add-one", 1, "add-k", train_text, val_text, n_val_chars,
-                          chars))
-    rows.append(ngram_row("bigram, add-one", 2, "add-k", train_text, val_text, n_val_chars,
-                          chars))
+    rows.append(ngram_row("unigram, add-one", 1, "add-k", train_text, val_text, n_val_chars, chars))
+    rows.append(ngram_row("bigram, add-one", 2, "add-k", train_text, val_text, n_val_chars, chars))
     for n in range(1, 9):
-        rows.append(ngram_row(f"Kneser-Ney, order {n}", n, "kneser-ney", train_text, val_text,
-                              n_val_chars, chars))
+        rows.append(
+            ngram_row(
+                f"Kneser-Ney, order {n}", n, "kneser-ney", train_text, val_text, n_val_chars, chars
+            )
+        )
     for n in range(4, 9):
-        rows.append(ngram_row(f"modified Kneser-Ney, order {n}", n, "modified-kneser-ney",
-                              train_text, val_text, n_val_chars, chars))
+        rows.append(
+            ngram_row(
+                f"modified Kneser-Ney, order {n}",
+                n,
+                "modified-kneser-ney",
+                train_text,
+                val_text,
+                n_val_chars,
+                chars,
+            )
+        )
 
     vocab = range(tokenizer.vocab_size)
     for n in range(1, 5):
-        result["token_ngrams"].append(ngram_row(
-            f"token Kneser-Ney, order {n}", n, "kneser-ney", train_ids.numpy(), val_ids.numpy(),
-            n_val_chars, vocab))
+        result["token_ngrams"].append(
+            ngram_row(
+                f"token Kneser-Ney, order {n}",
+                n,
+                "kneser-ney",
+                train_ids.numpy(),
+                val_ids.numpy(),
+                n_val_chars,
+                vocab,
+            )
+        )
     write_json(args.out, result)
 
 

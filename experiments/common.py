@@ -42,8 +42,16 @@ def eval_rows(history: list[dict], **columns) -> list[dict]:
     ...            {"step": 100, "train_loss": 1.234567, "val_loss": 1.5}], seed=0)
     [{'seed': 0, 'step': 100, 'train_loss': 1.23457, 'val_loss': 1.5}]
     """
-    return [{**columns, "step": h["step"], "train_loss": round(h["train_loss"], 5),
-             "val_loss": round(h["val_loss"], 5)} for h in history if h["val_loss"] is not None]
+    return [
+        {
+            **columns,
+            "step": h["step"],
+            "train_loss": round(h["train_loss"], 5),
+            "val_loss": round(h["val_loss"], 5),
+        }
+        for h in history
+        if h["val_loss"] is not None
+    ]
 
 
 def bpe_corpus(vocab_size: int, val_fraction: float = 0.1):
@@ -77,8 +85,8 @@ def split_loss(model: GPT, tokens: torch.Tensor, batch_size: int = 8) -> float:
     total = 0.0
     with evaluating(model):
         for i in range(0, n_windows, batch_size):
-            _, loss = model(x[i:i + batch_size], y[i:i + batch_size])
-            total += loss.item() * x[i:i + batch_size].numel()
+            _, loss = model(x[i : i + batch_size], y[i : i + batch_size])
+            total += loss.item() * x[i : i + batch_size].numel()
     return total / x.numel()
 
 

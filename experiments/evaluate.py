@@ -67,19 +67,26 @@ def main() -> None:
     loss = split_loss(ck.model, val_ids)
     T = ck.model.config.block_size
     result = {
-        "checkpoint": str(path.relative_to(ROOT) if path.resolve().is_relative_to(ROOT)
-                          else path),
-        "step": ck.step, "tokens_seen": ck.extra.get("tokens_seen") if ck.extra else None,
-        "params": ck.model.num_params(), "val_chars": len(val_text), "val_tokens": len(val_ids),
-        "tokens_scored": (len(val_ids) - 1) // T * T, "val_loss": loss,
+        "checkpoint": str(path.relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path),
+        "step": ck.step,
+        "tokens_seen": ck.extra.get("tokens_seen") if ck.extra else None,
+        "params": ck.model.num_params(),
+        "val_chars": len(val_text),
+        "val_tokens": len(val_ids),
+        "tokens_scored": (len(val_ids) - 1) // T * T,
+        "val_loss": loss,
         "bits_per_char": bits_per_char(loss, len(val_ids), len(val_text)),
         "vocab_entries_absent_from_training_text": leaked,
     }
-    print(f"{result['checkpoint']} (step {ck.step}): {loss:.4f} nats/token over "
-          f"{result['tokens_scored']:,} validation tokens = {result['bits_per_char']:.4f} "
-          f"bits/char ({time.perf_counter() - t0:.0f} s)")
-    print(f"vocabulary entries whose bytes never occur in the training text: {len(leaked)}"
-          + (f" (e.g. {leaked[:5]})" if leaked else ""))
+    print(
+        f"{result['checkpoint']} (step {ck.step}): {loss:.4f} nats/token over "
+        f"{result['tokens_scored']:,} validation tokens = {result['bits_per_char']:.4f} "
+        f"bits/char ({time.perf_counter() - t0:.0f} s)"
+    )
+    print(
+        f"vocabulary entries whose bytes never occur in the training text: {len(leaked)}"
+        + (f" (e.g. {leaked[:5]})" if leaked else "")
+    )
     write_json(args.out, result)
 
 

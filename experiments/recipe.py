@@ -43,8 +43,7 @@ from gptlib.model import GPT, GPTConfig
 from gptlib.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = dict(vocab_size=4096, n_layer=6, n_head=6, n_embd=192, dropout=0.0, lr=2e-3,
-            train_frac=1.0)
+BASE = dict(vocab_size=4096, n_layer=6, n_head=6, n_embd=192, dropout=0.0, lr=2e-3, train_frac=1.0)
 RUNS = [  # (name, changes to BASE)
     ("lr 1e-3", dict(lr=1e-3)),
     ("lr 2e-3 (base)", dict()),
@@ -57,9 +56,26 @@ RUNS = [  # (name, changes to BASE)
     ("repeated, dropout 0", dict(train_frac=0.125)),
     ("repeated, dropout 0.1", dict(train_frac=0.125, dropout=0.1)),
 ]
-COLUMNS = ["name", "vocab_size", "n_layer", "n_embd", "dropout", "lr", "train_frac",
-           "params", "train_tokens", "tokens_seen", "passes", "train_loss", "val_loss",
-           "val_tokens", "val_chars", "bits_per_char", "seconds", "tokens_per_s"]
+COLUMNS = [
+    "name",
+    "vocab_size",
+    "n_layer",
+    "n_embd",
+    "dropout",
+    "lr",
+    "train_frac",
+    "params",
+    "train_tokens",
+    "tokens_seen",
+    "passes",
+    "train_loss",
+    "val_loss",
+    "val_tokens",
+    "val_chars",
+    "bits_per_char",
+    "seconds",
+    "tokens_per_s",
+]
 
 
 def run_one(name: str, changes: dict, steps: int) -> tuple[dict, list[dict]]:
@@ -68,11 +84,28 @@ def run_one(name: str, changes: dict, steps: int) -> tuple[dict, list[dict]]:
     _, train_ids, val_ids, val_chars = bpe_corpus(spec["vocab_size"])
     train_ids = train_ids[: int(len(train_ids) * spec["train_frac"])]
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=spec["vocab_size"], block_size=256, n_layer=spec["n_layer"],
-                          n_head=spec["n_head"], n_embd=spec["n_embd"], dropout=spec["dropout"]))
-    cfg = TrainConfig(max_steps=steps, batch_size=16, lr=spec["lr"], min_lr=spec["lr"] / 10,
-                      warmup_steps=min(24, steps // 10), eval_interval=max(1, steps // 4),
-                      eval_iters=10, log_interval=steps, seed=0, device="cpu")
+    model = GPT(
+        GPTConfig(
+            vocab_size=spec["vocab_size"],
+            block_size=256,
+            n_layer=spec["n_layer"],
+            n_head=spec["n_head"],
+            n_embd=spec["n_embd"],
+            dropout=spec["dropout"],
+        )
+    )
+    cfg = TrainConfig(
+        max_steps=steps,
+        batch_size=16,
+        lr=spec["lr"],
+        min_lr=spec["lr"] / 10,
+        warmup_steps=min(24, steps // 10),
+        eval_interval=max(1, steps // 4),
+        eval_iters=10,
+        log_interval=steps,
+        seed=0,
+        device="cpu",
+    )
     t0 = time.perf_counter()
     result = train(model, train_ids, val_ids, cfg, progress=False)
     seconds = time.perf_counter() - t0
@@ -82,20 +115,37 @@ def run_one(name: str, changes: dict, steps: int) -> tuple[dict, list[dict]]:
     train_loss = split_loss(model, train_ids[: len(val_ids)])
     n_scored = (len(val_ids) - 1) // 256 * 256
     seen = steps * 16 * 256
-    row = {"name": name, **{k: spec[k] for k in ("vocab_size", "n_layer", "n_embd", "dropout",
-                                                   "lr", "train_frac")},
-           "params": model.num_params(), "train_tokens": len(train_ids), "tokens_seen": seen,
-           "passes": round(seen / len(train_ids), 2), "train_loss": round(train_loss, 4),
-           "val_loss": round(loss, 4),
-           "val_tokens": len(val_ids), "val_chars": val_chars,
-           "bits_per_char": round(bits_per_char(loss, len(val_ids), val_chars), 4),
-           "seconds": round(seconds), "tokens_per_s": round(seen / seconds)}
-    curve = [{"name": name, "step": h["step"], "train_loss": h["train_loss"],
-              "val_loss": h["val_loss"],
-              "val_bits_per_char": bits_per_char(h["val_loss"], len(val_ids), val_chars)}
-             for h in result.history if h.get("val_loss") not in (None, "")]
-    print(f"{name:24s} {row['bits_per_char']:.4f} bits/char ({n_scored:,} tokens scored), "
-          f"{row['seconds']} s", flush=True)
+    row = {
+        "name": name,
+        **{k: spec[k] for k in ("vocab_size", "n_layer", "n_embd", "dropout", "lr", "train_frac")},
+        "params": model.num_params(),
+        "train_tokens": len(train_ids),
+        "tokens_seen": seen,
+        "passes": round(seen / len(train_ids), 2),
+        "train_loss": round(train_loss, 4),
+        "val_loss": round(loss, 4),
+        "val_tokens": len(val_ids),
+        "val_chars": val_chars,
+        "bits_per_char": round(bits_per_char(loss, len(val_ids), val_chars), 4),
+        "seconds": round(seconds),
+        "tokens_per_s": round(seen / seconds),
+    }
+    curve = [
+        {
+            "name": name,
+            "step": h["step"],
+            "train_loss": h["train_loss"],
+            "val_loss": h["val_loss"],
+            "val_bits_per_char": bits_per_char(h["val_loss"], len(val_ids), val_chars),
+        }
+        for h in result.history
+        if h.get("val_loss") not in (None, "")
+    ]
+    print(
+        f"{name:24s} {row['bits_per_char']:.4f} bits/char ({n_scored:,} tokens scored), "
+        f"{row['seconds']} s",
+        flush=True,
+    )
     return row, curve
 
 
@@ -108,13 +158,16 @@ def main() -> None:
     args = parser.parse_args()
     runs = [r for r in RUNS if not args.only or r[0] in args.only.split(",")]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        done = list(pool.map(run_one, [r[0] for r in runs], [r[1] for r in runs],
-                             [args.steps] * len(runs)))
+        done = list(
+            pool.map(run_one, [r[0] for r in runs], [r[1] for r in runs], [args.steps] * len(runs))
+        )
     out = Path(args.out)
     write_rows(out, COLUMNS, [row for row, _ in done])
-    write_rows(out.with_name(out.stem + "-curves.csv"),
-               ["name", "step", "train_loss", "val_loss", "val_bits_per_char"],
-               [point for _, curve in done for point in curve])
+    write_rows(
+        out.with_name(out.stem + "-curves.csv"),
+        ["name", "step", "train_loss", "val_loss", "val_bits_per_char"],
+        [point for _, curve in done for point in curve],
+    )
     assert all(math.isfinite(row["val_loss"]) for row, _ in done), "a run diverged"
 
 

@@ -46,9 +46,27 @@ from gptlib.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [  # (n_layer, n_embd, n_head): depth and width grow together, as in Kaplan et al.
-    (1, 16, 2), (2, 24, 2), (2, 32, 4), (2, 48, 4), (3, 64, 4), (4, 96, 4), (4, 128, 4)]
-COLUMNS = ["n_layer", "n_embd", "n_head", "non_embedding_params", "total_params", "lr", "step",
-           "tokens", "train_loss", "val_loss", "seconds"]
+    (1, 16, 2),
+    (2, 24, 2),
+    (2, 32, 4),
+    (2, 48, 4),
+    (3, 64, 4),
+    (4, 96, 4),
+    (4, 128, 4),
+]
+COLUMNS = [
+    "n_layer",
+    "n_embd",
+    "n_head",
+    "non_embedding_params",
+    "total_params",
+    "lr",
+    "step",
+    "tokens",
+    "train_loss",
+    "val_loss",
+    "seconds",
+]
 
 
 def main() -> None:
@@ -64,24 +82,50 @@ def main() -> None:
     rows = []
     for n_layer, n_embd, n_head in SIZES:
         lr = 1e-2 * math.sqrt(64 / n_embd)
-        config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=block, n_layer=n_layer,
-                           n_head=n_head, n_embd=n_embd)
-        cfg = TrainConfig(max_steps=args.steps, batch_size=batch, lr=lr, min_lr=lr / 10,
-                          warmup_steps=40, eval_interval=args.eval_every, eval_iters=20,
-                          log_interval=args.steps, checkpoint_interval=0, seed=0, device="cpu")
+        config = GPTConfig(
+            vocab_size=tokenizer.vocab_size,
+            block_size=block,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_embd=n_embd,
+        )
+        cfg = TrainConfig(
+            max_steps=args.steps,
+            batch_size=batch,
+            lr=lr,
+            min_lr=lr / 10,
+            warmup_steps=40,
+            eval_interval=args.eval_every,
+            eval_iters=20,
+            log_interval=args.steps,
+            checkpoint_interval=0,
+            seed=0,
+            device="cpu",
+        )
         set_seed(0)
         model = GPT(config)
         t0 = time.perf_counter()
         result = train(model, train_ids, val_ids, cfg, progress=False)
         seconds = time.perf_counter() - t0
         n = model.kaplan_params()
-        rows += [{**row, "tokens": row["step"] * batch * block}
-                 for row in eval_rows(result.history, n_layer=n_layer, n_embd=n_embd,
-                                      n_head=n_head, non_embedding_params=n,
-                                      total_params=model.num_params(), lr=lr,
-                                      seconds=round(seconds, 1))]
-        print(f"L={n_layer} C={n_embd:3d}: N={n:7,d}  val loss {result.val_loss:.4f}  "
-              f"({seconds:.0f} s)", flush=True)
+        rows += [
+            {**row, "tokens": row["step"] * batch * block}
+            for row in eval_rows(
+                result.history,
+                n_layer=n_layer,
+                n_embd=n_embd,
+                n_head=n_head,
+                non_embedding_params=n,
+                total_params=model.num_params(),
+                lr=lr,
+                seconds=round(seconds, 1),
+            )
+        ]
+        print(
+            f"L={n_layer} C={n_embd:3d}: N={n:7,d}  val loss {result.val_loss:.4f}  "
+            f"({seconds:.0f} s)",
+            flush=True,
+        )
     write_rows(args.out, COLUMNS, rows)
 
 

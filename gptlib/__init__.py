@@ -21,12 +21,26 @@ from gptlib.train import TrainConfig, train_step
 __all__ = [
     "__version__",
     # text and tokens
-    "shakespeare_text", "load_text", "CharTokenizer", "BPETokenizer", "load_tokenizer",
-    "train_val_split", "get_batch",
+    "shakespeare_text",
+    "load_text",
+    "CharTokenizer",
+    "BPETokenizer",
+    "load_tokenizer",
+    "train_val_split",
+    "get_batch",
     # the model
-    "GPT", "GPTConfig", "KVCache", "evaluating",
+    "GPT",
+    "GPTConfig",
+    "KVCache",
+    "evaluating",
     # sampling (the function `generate` stays the module's name)
-    "SamplingConfig", "stream_text",
+    "SamplingConfig",
+    "stream_text",
     # training and saving
-    "TrainConfig", "train_step", "save_checkpoint", "load_checkpoint", "pick_device", "set_seed",
+    "TrainConfig",
+    "train_step",
+    "save_checkpoint",
+    "load_checkpoint",
+    "pick_device",
+    "set_seed",
 ]

@@ -54,11 +54,22 @@ from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import CharTokenizer, Tokenizer, TokenizerFileError, load_tokenizer
 from gptlib.train import TrainConfig, TrainingDivergedError, train
 
-SECTIONS = {"model": dict, "train": dict, "tokenizer": dict, "data": str, "val_fraction": float,
-            "samples": dict}
-DEFAULTS: dict[str, Any] = {"model": {"preset": "small"}, "train": {},
-                            "tokenizer": {"type": "char"}, "data": "shakespeare",
-                            "val_fraction": 0.1, "samples": {"max_new_tokens": 0}}
+SECTIONS = {
+    "model": dict,
+    "train": dict,
+    "tokenizer": dict,
+    "data": str,
+    "val_fraction": float,
+    "samples": dict,
+}
+DEFAULTS: dict[str, Any] = {
+    "model": {"preset": "small"},
+    "train": {},
+    "tokenizer": {"type": "char"},
+    "data": "shakespeare",
+    "val_fraction": 0.1,
+    "samples": {"max_new_tokens": 0},
+}
 SAMPLING_KEYS = {"temperature", "top_k", "top_p", "repetition_penalty"}  # SamplingConfig's
 SAMPLE_KEYS = {"prompt", "max_new_tokens", "seed"} | SAMPLING_KEYS
 TOKENIZERS: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "bpe": BPETokenizer}
@@ -114,8 +125,9 @@ def load_run_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
             raise UsageError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
         section, _, field = key.partition(".")
         if section not in SECTIONS:
-            raise UsageError(f"--set {item!r}: unknown section {section!r}; "
-                             f"known: {sorted(SECTIONS)}")
+            raise UsageError(
+                f"--set {item!r}: unknown section {section!r}; known: {sorted(SECTIONS)}"
+            )
         if field:
             config.setdefault(section, {})[field] = _parse_value(value)
         else:
@@ -124,8 +136,9 @@ def load_run_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
     if unknown:
         raise UsageError(f"unknown config key(s) {unknown}; known: {sorted(SECTIONS)}")
     for key, kind in SECTIONS.items():
-        if not isinstance(config[key], kind) and not (kind is float and
-                                                      isinstance(config[key], int)):
+        if not isinstance(config[key], kind) and not (
+            kind is float and isinstance(config[key], int)
+        ):
             raise UsageError(f"config key {key!r} must be a {kind.__name__}")
     unknown = sorted(set(config["samples"]) - SAMPLE_KEYS)
     if unknown:
@@ -155,13 +168,16 @@ def fit_tokenizer(section: dict[str, Any], text: str) -> Tokenizer:
         raise UsageError("tokenizer.vocab_size is required for a bpe tokenizer")
     unknown = sorted(set(options) - TOKENIZER_OPTIONS[kind])
     if unknown:
-        raise UsageError(f"unknown tokenizer option(s) {unknown} for type {kind!r}; "
-                         f"known: {sorted(TOKENIZER_OPTIONS[kind])}")
+        raise UsageError(
+            f"unknown tokenizer option(s) {unknown} for type {kind!r}; "
+            f"known: {sorted(TOKENIZER_OPTIONS[kind])}"
+        )
     return TOKENIZERS[kind]().train(text, **options)
 
 
-def split_and_tokenize(text: str, section: dict[str, Any], val_fraction: float,
-                       tokenizer: Tokenizer | None = None) -> tuple[Tokenizer, str, str]:
+def split_and_tokenize(
+    text: str, section: dict[str, Any], val_fraction: float, tokenizer: Tokenizer | None = None
+) -> tuple[Tokenizer, str, str]:
     """Split ``text`` by characters, then fit the tokenizer on the training part only.
 
     The split comes first so that the validation characters are the same whatever the tokenizer
@@ -177,15 +193,18 @@ def split_and_tokenize(text: str, section: dict[str, Any], val_fraction: float,
         tokenizer = fit_tokenizer(section, train_text)
     unseen = sorted(set(val_text) - set(train_text))
     if unseen and isinstance(tokenizer, CharTokenizer):
-        raise UsageError(f"the validation text has {len(unseen)} character(s) that never occur "
-                         f"in the training text ({''.join(unseen[:10])!r}); a char tokenizer "
-                         "fitted on the training text cannot encode them. Use a bpe tokenizer "
-                         "(byte-level, it encodes any text) or a smaller val_fraction")
+        raise UsageError(
+            f"the validation text has {len(unseen)} character(s) that never occur "
+            f"in the training text ({''.join(unseen[:10])!r}); a char tokenizer "
+            "fitted on the training text cannot encode them. Use a bpe tokenizer "
+            "(byte-level, it encodes any text) or a smaller val_fraction"
+        )
     return tokenizer, train_text, val_text
 
 
-def _sample_writer(options: dict[str, Any], sampling: SamplingConfig, model, tokenizer,
-                   path: Path, resume: bool):
+def _sample_writer(
+    options: dict[str, Any], sampling: SamplingConfig, model, tokenizer, path: Path, resume: bool
+):
     """A training callback that appends a seeded sample to ``path`` after every evaluation."""
     n_new = options.get("max_new_tokens", 0)
     if not n_new:
@@ -201,8 +220,11 @@ def _sample_writer(options: dict[str, Any], sampling: SamplingConfig, model, tok
         idx = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
         gen = torch.Generator(device=device).manual_seed(options.get("seed", 0))
         out = generate(model, idx, n_new, sampling, generator=gen)
-        row = {"step": step, "val_loss": metrics["val_loss"],
-               "text": tokenizer.decode(out[0].tolist())}
+        row = {
+            "step": step,
+            "val_loss": metrics["val_loss"],
+            "text": tokenizer.decode(out[0].tolist()),
+        }
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
@@ -233,50 +255,73 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not has_checkpoint(out):
         raise UsageError(f"--resume: no checkpoint in {out}")
     if not args.resume and has_checkpoint(out):
-        raise UsageError(f"{out} already holds a checkpoint; add --resume to continue it or "
-                         "choose another --out")
+        raise UsageError(
+            f"{out} already holds a checkpoint; add --resume to continue it or choose another --out"
+        )
     saved = load_tokenizer(out / "tokenizer.json") if args.resume else None
     with _input_errors():
         train_cfg = TrainConfig.from_dict(config["train"])
         model_cfg = model_config(config["model"])
         if (train_cfg.block_size or 0) > model_cfg.block_size:
-            raise UsageError(f"train.block_size={train_cfg.block_size} exceeds the model's "
-                             f"context length model.block_size={model_cfg.block_size}")
-        text = (shakespeare_text() if config["data"] == "shakespeare"
-                else load_text(config["data"]))
-        sampling = SamplingConfig(**{key: value for key, value in config["samples"].items()
-                                     if key in SAMPLING_KEYS})
+            raise UsageError(
+                f"train.block_size={train_cfg.block_size} exceeds the model's "
+                f"context length model.block_size={model_cfg.block_size}"
+            )
+        text = shakespeare_text() if config["data"] == "shakespeare" else load_text(config["data"])
+        sampling = SamplingConfig(
+            **{key: value for key, value in config["samples"].items() if key in SAMPLING_KEYS}
+        )
         tokenizer, train_text, val_text = split_and_tokenize(
-            text, config["tokenizer"], config["val_fraction"], tokenizer=saved)
+            text, config["tokenizer"], config["val_fraction"], tokenizer=saved
+        )
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         tokenizer.save(out / "tokenizer.json")
     (out / "run.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     if config["model"].get("vocab_size", tokenizer.vocab_size) != tokenizer.vocab_size:
-        logging.getLogger("gptlib").warning("model.vocab_size=%s replaced by the tokenizer's %d",
-                                            config["model"]["vocab_size"], tokenizer.vocab_size)
+        logging.getLogger("gptlib").warning(
+            "model.vocab_size=%s replaced by the tokenizer's %d",
+            config["model"]["vocab_size"],
+            tokenizer.vocab_size,
+        )
     model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size)
     block_size = train_cfg.block_size or model_cfg.block_size
     train_tokens = data.cached_tokens(train_text, tokenizer, out / "train.npy")
     val_tokens = data.cached_tokens(val_text, tokenizer, out / "val.npy")
     for name, part in (("training", train_tokens), ("validation", val_tokens)):
         if len(part) <= block_size:
-            raise UsageError(f"the {name} part has {len(part)} tokens, but training needs more "
-                             f"than block_size={block_size}; use a longer text, a different "
-                             "val_fraction or a smaller block_size")
+            raise UsageError(
+                f"the {name} part has {len(part)} tokens, but training needs more "
+                f"than block_size={block_size}; use a longer text, a different "
+                "val_fraction or a smaller block_size"
+            )
     set_seed(train_cfg.seed)
     model = GPT(model_cfg)
-    print(f"{type(tokenizer).__name__} with {tokenizer.vocab_size} tokens (fitted on the training "
-          f"text only); {len(train_tokens):,} training and {len(val_tokens):,} validation tokens "
-          f"({len(train_text):,} and {len(val_text):,} characters); "
-          f"{model.num_params():,} parameters")
-    callback = _sample_writer(config["samples"], sampling, model, tokenizer,
-                              out / "samples.jsonl", resume=args.resume)
-    result = train(model, train_tokens, val_tokens, train_cfg, out_dir=out, resume=args.resume,
-                   progress=not args.no_progress, tokenizer=tokenizer, callback=callback)
+    print(
+        f"{type(tokenizer).__name__} with {tokenizer.vocab_size} tokens (fitted on the training "
+        f"text only); {len(train_tokens):,} training and {len(val_tokens):,} validation tokens "
+        f"({len(train_text):,} and {len(val_text):,} characters); "
+        f"{model.num_params():,} parameters"
+    )
+    callback = _sample_writer(
+        config["samples"], sampling, model, tokenizer, out / "samples.jsonl", resume=args.resume
+    )
+    result = train(
+        model,
+        train_tokens,
+        val_tokens,
+        train_cfg,
+        out_dir=out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        tokenizer=tokenizer,
+        callback=callback,
+    )
     if result.val_loss is not None:
-        print(f"step {result.step}: val loss {result.val_loss:.4f} "
-              f"(perplexity {result.val_perplexity:.2f})")
+        print(
+            f"step {result.step}: val loss {result.val_loss:.4f} "
+            f"(perplexity {result.val_perplexity:.2f})"
+        )
     print(f"checkpoint and log.csv in {out}")
     return 0
 
@@ -302,8 +347,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             print(f"--- sample {i + 1} ---")
         if args.stream:  # the prompt, then each piece of text as soon as it is sampled
             print(tokenizer.decode(idx[0].tolist()), end="", flush=True)
-            for piece in stream_text(model, tokenizer, idx, args.max_new_tokens, sampling,
-                                     generator=generator):
+            for piece in stream_text(
+                model, tokenizer, idx, args.max_new_tokens, sampling, generator=generator
+            ):
                 print(piece, end="", flush=True)
             print()
             continue
@@ -325,10 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config entry, e.g. train.lr=1e-3 (repeatable)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="log a line every log_interval steps instead of a progress bar")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config entry, e.g. train.lr=1e-3 (repeatable)",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="log a line every log_interval steps instead of a progress bar",
+    )
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")

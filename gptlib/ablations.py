@@ -104,8 +104,9 @@ class CharTask(NamedTuple):
     val_ids: torch.Tensor  # (N_val,) long
 
 
-def char_task(n_chars: int = 1_000_000, val_fraction: float = 0.1,
-              text: str | None = None) -> CharTask:
+def char_task(
+    n_chars: int = 1_000_000, val_fraction: float = 0.1, text: str | None = None
+) -> CharTask:
     """The small character-level task of the ablation and scaling studies (chapter 5.4.2).
 
     The first ``n_chars`` characters of the text, a `CharTokenizer` whose vocabulary is every

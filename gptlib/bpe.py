@@ -77,8 +77,9 @@ def merge_pair(ids: list[int], pair: Pair, new_id: int) -> list[int]:
     return out
 
 
-def learn_merges(words: list[list[int]], freqs: list[int], n_merges: int,
-                 first_id: int = 256) -> list[tuple[Pair, int]]:
+def learn_merges(
+    words: list[list[int]], freqs: list[int], n_merges: int, first_id: int = 256
+) -> list[tuple[Pair, int]]:
     """Learn up to ``n_merges`` BPE merges (Sennrich et al. 2016, Algorithm 1), incrementally.
 
     Args:
@@ -157,8 +158,12 @@ class BPETokenizer(Tokenizer):
             raise ValueError(f"the split pattern {pattern!r} is not a valid regex: {err}") from None
         self._set_state(list(range(256)), [], {})
 
-    def _set_state(self, byte_ids: list[int], merges: list[tuple[int, int, int]],
-                   special_tokens: dict[str, int]) -> None:
+    def _set_state(
+        self,
+        byte_ids: list[int],
+        merges: list[tuple[int, int, int]],
+        special_tokens: dict[str, int],
+    ) -> None:
         """Install the id of each byte value, merges (a, b, new_id) by rank, special tokens."""
         if len(byte_ids) != 256 or len(set(byte_ids)) != 256:
             raise ValueError("byte_ids must give 256 distinct ids, one per byte value")
@@ -166,13 +171,17 @@ class BPETokenizer(Tokenizer):
         merged: dict[Pair, int] = {}  # pair -> id of the token it merges into
         for rank, (a, b, new_id) in enumerate(merges):
             if a not in vocab or b not in vocab or (a, b) in merged:
-                raise ValueError(f"merge {rank} ({a}, {b}) repeats a merge or uses an id that "
-                                 "no byte or earlier merge defines")
+                raise ValueError(
+                    f"merge {rank} ({a}, {b}) repeats a merge or uses an id that "
+                    "no byte or earlier merge defines"
+                )
             if vocab.setdefault(new_id, vocab[a] + vocab[b]) != vocab[a] + vocab[b]:
                 raise ValueError(f"merge {rank} gives id {new_id}, which already means other bytes")
             if merged and new_id <= merges[rank - 1][2]:  # _encode_chunk relies on the order
-                raise ValueError(f"merge {rank} gives id {new_id}, not more than the merge before "
-                                 "it: merged ids must grow with the merge order")
+                raise ValueError(
+                    f"merge {rank} gives id {new_id}, not more than the merge before "
+                    "it: merged ids must grow with the merge order"
+                )
             merged[(a, b)] = new_id
         all_ids = [*vocab, *special_tokens.values()]
         if sorted(all_ids) != list(range(len(all_ids))):
@@ -192,12 +201,19 @@ class BPETokenizer(Tokenizer):
     def _chunks(self, text: str) -> list[str]:
         chunks = self._split.findall(text)
         if sum(map(len, chunks)) != len(text):
-            raise ValueError(f"the split pattern {self.pattern!r} skips some characters of the "
-                             "text; a pattern must match every character (GPT-2's does)")
+            raise ValueError(
+                f"the split pattern {self.pattern!r} skips some characters of the "
+                "text; a pattern must match every character (GPT-2's does)"
+            )
         return chunks
 
-    def train(self, text: str, vocab_size: int, special_tokens: Iterable[str] | None = None,
-              verbose: bool = False) -> BPETokenizer:
+    def train(
+        self,
+        text: str,
+        vocab_size: int,
+        special_tokens: Iterable[str] | None = None,
+        verbose: bool = False,
+    ) -> BPETokenizer:
         """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``.
 
         Args:
@@ -213,27 +229,39 @@ class BPETokenizer(Tokenizer):
             raise ValueError(f"special tokens must be non-empty strings, got {special_tokens}")
         n_merges = vocab_size - 256 - len(special_tokens)
         if n_merges < 0:
-            raise ValueError(f"vocab_size={vocab_size} is too small: the 256 byte tokens and "
-                             f"{len(special_tokens)} special tokens need {-n_merges} more")
+            raise ValueError(
+                f"vocab_size={vocab_size} is too small: the 256 byte tokens and "
+                f"{len(special_tokens)} special tokens need {-n_merges} more"
+            )
         if not text:
             raise ValueError("cannot train a tokenizer on empty text")
         splitter = _alternation(special_tokens)
         parts = splitter.split(text) if splitter else [text]
         chunk_counts = Counter(chunk for part in parts for chunk in self._chunks(part))
-        learned = learn_merges([list(chunk.encode("utf-8")) for chunk in chunk_counts],
-                               list(chunk_counts.values()), n_merges)
+        learned = learn_merges(
+            [list(chunk.encode("utf-8")) for chunk in chunk_counts],
+            list(chunk_counts.values()),
+            n_merges,
+        )
         if len(learned) < n_merges:
-            warnings.warn(f"the text only allows {len(learned)} merges, so the vocabulary has "
-                          f"{256 + len(learned) + len(special_tokens)} tokens, not {vocab_size}",
-                          stacklevel=2)
+            warnings.warn(
+                f"the text only allows {len(learned)} merges, so the vocabulary has "
+                f"{256 + len(learned) + len(special_tokens)} tokens, not {vocab_size}",
+                stacklevel=2,
+            )
         merges = [(a, b, 256 + rank) for rank, ((a, b), _) in enumerate(learned)]
         first_special = 256 + len(merges)
-        self._set_state(list(range(256)), merges,
-                        {token: first_special + k for k, token in enumerate(special_tokens)})
+        self._set_state(
+            list(range(256)),
+            merges,
+            {token: first_special + k for k, token in enumerate(special_tokens)},
+        )
         for rank, (pair, count) in enumerate(learned if verbose else []):
             if rank % max(1, len(learned) // 20) == 0 or rank == len(learned) - 1:
-                print(f"merge {rank + 1}/{len(learned)}: {pair} -> {256 + rank} "
-                      f"{readable_bytes(self.vocab[256 + rank])!r} ({count} occurrences)")
+                print(
+                    f"merge {rank + 1}/{len(learned)}: {pair} -> {256 + rank} "
+                    f"{readable_bytes(self.vocab[256 + rank])!r} ({count} occurrences)"
+                )
         return self
 
     def encode(self, text: str, allowed_special: str | Iterable[str] = "none") -> list[int]:
@@ -257,8 +285,9 @@ class BPETokenizer(Tokenizer):
                         f"the text holds the special token {token!r} at position {match.start()}"
                         f"; pass allowed_special='all' (or a set holding it) to encode it as id "
                         f"{self.special_tokens[token]}, or allowed_special='plain' to encode it "
-                        "as ordinary text")
-                self._encode_ordinary(text[start:match.start()], ids)
+                        "as ordinary text"
+                    )
+                self._encode_ordinary(text[start : match.start()], ids)
                 ids.append(self.special_tokens[token])
                 start = match.end()
         self._encode_ordinary(text[start:], ids)
@@ -270,9 +299,11 @@ class BPETokenizer(Tokenizer):
         if allowed_special == "all":
             return set(self.special_tokens)
         if isinstance(allowed_special, str) or set(allowed_special) - set(self.special_tokens):
-            raise ValueError(f"allowed_special must be 'none', 'all', 'plain' or a set of this "
-                             f"tokenizer's special tokens {sorted(self.special_tokens)}, "
-                             f"got {allowed_special!r}")
+            raise ValueError(
+                f"allowed_special must be 'none', 'all', 'plain' or a set of this "
+                f"tokenizer's special tokens {sorted(self.special_tokens)}, "
+                f"got {allowed_special!r}"
+            )
         return set(allowed_special)
 
     def _encode_ordinary(self, text: str, out: list[int]) -> None:
@@ -303,8 +334,9 @@ class BPETokenizer(Tokenizer):
         try:
             data = b"".join([self._id_to_bytes[i] for i in as_token_ids(ids)])
         except KeyError as err:
-            raise ValueError(f"token id {err.args[0]} is not in the vocabulary (ids 0 to "
-                             f"{self.vocab_size - 1})") from None
+            raise ValueError(
+                f"token id {err.args[0]} is not in the vocabulary (ids 0 to {self.vocab_size - 1})"
+            ) from None
         return data.decode("utf-8", errors="replace")
 
     def to_dict(self) -> dict[str, Any]:
@@ -327,13 +359,19 @@ class BPETokenizer(Tokenizer):
         for key, shown in data.get("vocab", {}).items():
             actual = tok.vocab.get(int(key))
             if actual is None or readable_bytes(actual) != shown:
-                raise ValueError(f'"vocab" says token {key} is {shown!r}, but the merges make it '
-                                 f"{None if actual is None else readable_bytes(actual)!r}")
+                raise ValueError(
+                    f'"vocab" says token {key} is {shown!r}, but the merges make it '
+                    f"{None if actual is None else readable_bytes(actual)!r}"
+                )
         return tok
 
     @classmethod
-    def from_gpt2_files(cls, vocab_json_path: str | os.PathLike, merges_txt_path: str | os.PathLike,
-                        pattern: str = GPT2_SPLIT_PATTERN) -> BPETokenizer:
+    def from_gpt2_files(
+        cls,
+        vocab_json_path: str | os.PathLike,
+        merges_txt_path: str | os.PathLike,
+        pattern: str = GPT2_SPLIT_PATTERN,
+    ) -> BPETokenizer:
         """Load a tokenizer saved in GPT-2's format, as also written by Hugging Face tokenizers.
 
         vocab.json maps token strings to ids (in any order); merges.txt lists one merge per
@@ -345,8 +383,10 @@ class BPETokenizer(Tokenizer):
             vocab = json.loads(Path(vocab_json_path).read_text(encoding="utf-8"))
             byte_ids = [vocab[char] for char in gpt2_byte_to_unicode().values()]
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise TokenizerFileError(f"{vocab_json_path} is not a GPT-2 vocab.json mapping all "
-                                     f"256 byte characters to ids ({err!r})") from None
+            raise TokenizerFileError(
+                f"{vocab_json_path} is not a GPT-2 vocab.json mapping all "
+                f"256 byte characters to ids ({err!r})"
+            ) from None
         merges = []
         lines = Path(merges_txt_path).read_text(encoding="utf-8").splitlines()
         for line_no, line in enumerate(lines, start=1):
@@ -354,8 +394,10 @@ class BPETokenizer(Tokenizer):
                 continue
             left, _, right = line.partition(" ")
             if left not in vocab or right not in vocab or left + right not in vocab:
-                raise TokenizerFileError(f"{merges_txt_path}, line {line_no}: {line!r} is not a "
-                                         "merge of two tokens of vocab.json into a third")
+                raise TokenizerFileError(
+                    f"{merges_txt_path}, line {line_no}: {line!r} is not a "
+                    "merge of two tokens of vocab.json into a third"
+                )
             merges.append((vocab[left], vocab[right], vocab[left + right]))
         regular = set(byte_ids) | {new_id for _, _, new_id in merges}
         tok = cls(pattern)
@@ -382,8 +424,11 @@ def gpt2_byte_to_unicode() -> dict[int, str]:
     >>> table[ord("a")], table[ord(" ")], table[ord("\\n")]
     ('a', 'Ġ', 'Ċ')
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {byte: chr(byte) for byte in printable}
     others = [byte for byte in range(256) if byte not in table]
     table.update({byte: chr(256 + k) for k, byte in enumerate(others)})

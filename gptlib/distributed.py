@@ -92,9 +92,11 @@ def shard_batch(batch: torch.Tensor, info: DistInfo) -> torch.Tensor:
     tensor([1, 3, 5])
     """
     if batch.shape[0] % info.world_size:
-        raise ValueError(f"a global batch of {batch.shape[0]} rows does not split evenly over "
-                         f"{info.world_size} processes")
-    return batch[info.rank::info.world_size]
+        raise ValueError(
+            f"a global batch of {batch.shape[0]} rows does not split evenly over "
+            f"{info.world_size} processes"
+        )
+    return batch[info.rank :: info.world_size]
 
 
 def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:

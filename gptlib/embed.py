@@ -29,20 +29,25 @@ def _batches(ids_list: Sequence[Sequence[int]], block_size: int, batch_size: int
     """Right-padded (B, T) batches with their lengths; texts longer than a context keep their
     first ``block_size`` tokens."""
     for start in range(0, len(ids_list), batch_size):
-        chunk = [list(map(int, ids))[:block_size] for ids in ids_list[start:start + batch_size]]
+        chunk = [list(map(int, ids))[:block_size] for ids in ids_list[start : start + batch_size]]
         if min(map(len, chunk)) == 0:
             raise ValueError("cannot embed an empty text (zero tokens)")
         lengths = torch.tensor([len(ids) for ids in chunk])  # (B,)
         idx = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)  # (B, T)
         for b, ids in enumerate(chunk):
-            idx[b, :len(ids)] = torch.tensor(ids)
+            idx[b, : len(ids)] = torch.tensor(ids)
         yield idx, lengths
 
 
 @torch.no_grad()
-def embed(model: GPT, ids: Sequence[Sequence[int]] | torch.Tensor,
-          lengths: torch.Tensor | None = None, pool: str = "mean", layer: int = -1,
-          batch_size: int = 32) -> torch.Tensor:
+def embed(
+    model: GPT,
+    ids: Sequence[Sequence[int]] | torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    pool: str = "mean",
+    layer: int = -1,
+    batch_size: int = 32,
+) -> torch.Tensor:
     """One vector per text: the hidden state at depth ``layer``, pooled over the real tokens.
 
     Args:
@@ -79,8 +84,9 @@ def embed(model: GPT, ids: Sequence[Sequence[int]] | torch.Tensor,
     return torch.cat(out)  # (N, C)
 
 
-def mean_centre(E: torch.Tensor, mean: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_centre(
+    E: torch.Tensor, mean: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Subtract the common mean vector (Mu and Viswanath 2018, Algorithm 1, step 2).
 
     >>> centred, mean = mean_centre(torch.tensor([[3., 1.], [1., 1.]]))
@@ -127,9 +133,12 @@ class CosineIndex:
     def __len__(self) -> int:
         return len(self.vectors)
 
-    def search(self, queries: torch.Tensor, k: int = 10,
-               exclude: Sequence[int] | torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def search(
+        self,
+        queries: torch.Tensor,
+        k: int = 10,
+        exclude: Sequence[int] | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The k most similar stored vectors for each query.
 
         Args:
@@ -150,8 +159,9 @@ class CosineIndex:
         return sims.topk(k, dim=1)
 
 
-def recall_at_k(retrieved: Sequence[Sequence[int]] | torch.Tensor,
-                relevant: Sequence[set[int]], k: int) -> float:
+def recall_at_k(
+    retrieved: Sequence[Sequence[int]] | torch.Tensor, relevant: Sequence[set[int]], k: int
+) -> float:
     """Fraction of each query's relevant items found in its top k, averaged over queries.
 
     >>> recall_at_k([[3, 1, 2], [0, 5, 6]], [{1, 4}, {7}], k=2)
@@ -165,8 +175,9 @@ def recall_at_k(retrieved: Sequence[Sequence[int]] | torch.Tensor,
     return sum(scores) / len(scores)
 
 
-def mean_reciprocal_rank(retrieved: Sequence[Sequence[int]] | torch.Tensor,
-                         relevant: Sequence[set[int]]) -> float:
+def mean_reciprocal_rank(
+    retrieved: Sequence[Sequence[int]] | torch.Tensor, relevant: Sequence[set[int]]
+) -> float:
     """Mean over queries of 1 / (rank of the first relevant item), 0 when none was retrieved.
 
     >>> mean_reciprocal_rank([[3, 1, 2], [0, 5, 6]], [{1, 4}, {7}])
@@ -180,5 +191,8 @@ def mean_reciprocal_rank(retrieved: Sequence[Sequence[int]] | torch.Tensor,
 
 
 def _lists(retrieved: Sequence[Sequence[int]] | torch.Tensor) -> list[list[int]]:
-    return retrieved.tolist() if isinstance(retrieved, torch.Tensor) else [
-        [int(i) for i in r] for r in retrieved]
+    return (
+        retrieved.tolist()
+        if isinstance(retrieved, torch.Tensor)
+        else [[int(i) for i in r] for r in retrieved]
+    )

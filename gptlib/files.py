@@ -32,8 +32,9 @@ def fsync_path(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb",
-                 encoding: str | None = None) -> Iterator[IO]:
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", encoding: str | None = None
+) -> Iterator[IO]:
     """Open a temporary file for writing that replaces ``path`` when the block ends cleanly.
 
     >>> import tempfile, pathlib
@@ -91,5 +92,9 @@ def dataclass_from_dict(cls: type[T], fields: dict[str, Any]) -> T:
     unknown = sorted(set(fields) - set(known))
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
-    return cls(**{k: tuple(v) if isinstance(known[k].default, tuple) and isinstance(v, list) else v
-                  for k, v in fields.items()})
+    return cls(
+        **{
+            k: tuple(v) if isinstance(known[k].default, tuple) and isinstance(v, list) else v
+            for k, v in fields.items()
+        }
+    )

@@ -56,12 +56,16 @@ class ChatFormat:
             they get ids ``tokenizer.vocab_size``, ``+ 1``, ... in this order.
     """
 
-    def __init__(self, tokenizer: Tokenizer,
-                 special_tokens: Sequence[str] = ("<|system|>", "<|user|>", "<|assistant|>",
-                                                  "<|end|>")) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        special_tokens: Sequence[str] = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"),
+    ) -> None:
         if len(special_tokens) != 4 or len(set(special_tokens)) != 4:
-            raise ValueError("special_tokens needs four different strings: system, user, "
-                             f"assistant, end of turn; got {special_tokens}")
+            raise ValueError(
+                "special_tokens needs four different strings: system, user, "
+                f"assistant, end of turn; got {special_tokens}"
+            )
         self.tokenizer = tokenizer
         self.base_vocab_size = tokenizer.vocab_size
         self.special = {t: self.base_vocab_size + k for k, t in enumerate(special_tokens)}
@@ -79,8 +83,10 @@ class ChatFormat:
 
     def render(self, messages: Sequence[dict]) -> str:
         """The conversation as one string, special tokens written out."""
-        return "".join(f"{self.role_token[m['role']]}{m['content']}{self.end_token}"
-                       for m in self._checked(messages))
+        return "".join(
+            f"{self.role_token[m['role']]}{m['content']}{self.end_token}"
+            for m in self._checked(messages)
+        )
 
     def encode(self, text: str) -> list[int]:
         """Text in which special-token strings become their ids; the rest goes to the tokenizer.
@@ -96,8 +102,9 @@ class ChatFormat:
                 ids += self.tokenizer.encode(part)
         return ids
 
-    def encode_conversation(self, messages: Sequence[dict], add_generation_prompt: bool = False
-                            ) -> tuple[list[int], list[int]]:
+    def encode_conversation(
+        self, messages: Sequence[dict], add_generation_prompt: bool = False
+    ) -> tuple[list[int], list[int]]:
         """Token ids of a conversation and its loss mask.
 
         Args:
@@ -135,8 +142,9 @@ class ChatFormat:
     def _checked(messages: Sequence[dict]) -> Sequence[dict]:
         for m in messages:
             if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise ValueError(f"a message needs a role in {ROLES} and a string content, "
-                                 f"got {m!r}")
+                raise ValueError(
+                    f"a message needs a role in {ROLES} and a string content, got {m!r}"
+                )
         return messages
 
 
@@ -158,24 +166,30 @@ def resize_vocab(model: GPT, new_vocab_size: int) -> GPT:
     """
     old = model.config.vocab_size
     if new_vocab_size < old:
-        raise ValueError(f"new_vocab_size={new_vocab_size} is smaller than the model's "
-                         f"vocab_size={old}; resize_vocab only adds tokens")
+        raise ValueError(
+            f"new_vocab_size={new_vocab_size} is smaller than the model's "
+            f"vocab_size={old}; resize_vocab only adds tokens"
+        )
     w = model.wte.weight
     new = GPT(dataclasses.replace(model.config, vocab_size=new_vocab_size)).to(w.device, w.dtype)
-    state = {k: v for k, v in model.state_dict().items() if k not in ("wte.weight",
-                                                                      "lm_head.weight")}
+    state = {
+        k: v for k, v in model.state_dict().items() if k not in ("wte.weight", "lm_head.weight")
+    }
     result = new.load_state_dict(state, strict=False)
     if result.unexpected_keys or set(result.missing_keys) - {"wte.weight", "lm_head.weight"}:
-        raise ValueError("resize_vocab needs a plain GPT (call it before add_lora); unexpected "
-                         f"weights {result.unexpected_keys[:4]}")
+        raise ValueError(
+            "resize_vocab needs a plain GPT (call it before add_lora); unexpected "
+            f"weights {result.unexpected_keys[:4]}"
+        )
     new.wte.weight[:old] = w  # (V_old, C); lm_head is the same tensor
     new.wte.weight[old:] = w.mean(dim=0)  # (C,) broadcast over the new rows
     new.train(model.training)
     return new
 
 
-def sft_targets(ids: Sequence[int] | torch.Tensor,
-                mask: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sft_targets(
+    ids: Sequence[int] | torch.Tensor, mask: Sequence[int] | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token inputs and targets, the target -100 wherever the mask is 0.
 
     The target at position t is ids[t + 1]; it counts only if mask[t + 1] is 1.
@@ -188,14 +202,20 @@ def sft_targets(ids: Sequence[int] | torch.Tensor,
     """
     ids, mask = torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(mask)
     if ids.shape != mask.shape or ids.dim() != 1:
-        raise ValueError(f"ids and mask must be 1-D and equally long, got {tuple(ids.shape)} "
-                         f"and {tuple(mask.shape)}")
+        raise ValueError(
+            f"ids and mask must be 1-D and equally long, got {tuple(ids.shape)} "
+            f"and {tuple(mask.shape)}"
+        )
     y = ids[1:].masked_fill(mask[1:] == 0, IGNORE)  # (T-1,)
     return ids[:-1], y
 
 
-def collate(examples: Sequence[tuple[torch.Tensor, torch.Tensor]], block_size: int,
-            pad_id: int = 0, truncate: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
+def collate(
+    examples: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    block_size: int,
+    pad_id: int = 0,
+    truncate: str = "left",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad (x, y) pairs on the right to the longest one (at most ``block_size``) and stack them.
 
     Padding goes after the real tokens: the causal mask keeps it from changing them, and its
@@ -210,13 +230,17 @@ def collate(examples: Sequence[tuple[torch.Tensor, torch.Tensor]], block_size: i
         raise ValueError(f"truncate must be 'left' or 'right', got {truncate!r}")
     if not examples:
         raise ValueError("collate needs at least one example")
-    cut = [(x[-block_size:], y[-block_size:]) if truncate == "left"
-           else (x[:block_size], y[:block_size]) for x, y in examples]
+    cut = [
+        (x[-block_size:], y[-block_size:])
+        if truncate == "left"
+        else (x[:block_size], y[:block_size])
+        for x, y in examples
+    ]
     T = max(len(x) for x, _ in cut)
     X = torch.full((len(cut), T), pad_id, dtype=torch.long)  # (B, T)
     Y = torch.full((len(cut), T), IGNORE, dtype=torch.long)  # (B, T)
     for b, (x, y) in enumerate(cut):
-        X[b, :len(x)], Y[b, :len(y)] = x, y
+        X[b, : len(x)], Y[b, : len(y)] = x, y
     return X, Y
 
 
@@ -239,8 +263,12 @@ class GPTClassifier(nn.Module):
         nn.init.normal_(self.head.weight, std=0.02)  # as gptlib.model.init_weights does
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, idx: torch.Tensor, lengths: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class logits for a right-padded batch.
 
         Args:
@@ -282,6 +310,6 @@ def freeze(classifier: GPTClassifier, mode: str = "head", k: int = 1) -> int:
     classifier.head.requires_grad_(True)
     if mode == "last_k":
         gpt.ln_f.requires_grad_(True)
-        for block in gpt.h[len(gpt.h) - k:]:
+        for block in gpt.h[len(gpt.h) - k :]:
             block.requires_grad_(True)
     return count_trainable(classifier)

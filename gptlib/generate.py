@@ -148,14 +148,21 @@ class SamplingConfig:
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p!r}")
         if self.repetition_penalty <= 0:
-            raise ValueError("repetition_penalty must be positive, got "
-                             f"{self.repetition_penalty!r}")
+            raise ValueError(
+                f"repetition_penalty must be positive, got {self.repetition_penalty!r}"
+            )
         # a list or tensor of ids becomes a tuple of ints, so the config stays immutable
         object.__setattr__(self, "stop_tokens", tuple(int(t) for t in self.stop_tokens))
 
 
-def _steps(model: GPT, idx: torch.Tensor, max_new_tokens: int, sampling: SamplingConfig,
-           generator: torch.Generator | None, use_cache: bool) -> Iterator[torch.Tensor]:
+def _steps(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    sampling: SamplingConfig,
+    generator: torch.Generator | None,
+    use_cache: bool,
+) -> Iterator[torch.Tensor]:
     """Yield the next tokens (B,) one step at a time, the model in eval mode throughout."""
     block_size = model.config.block_size
     stops = torch.tensor(sampling.stop_tokens, dtype=torch.long, device=idx.device)
@@ -172,10 +179,12 @@ def _steps(model: GPT, idx: torch.Tensor, max_new_tokens: int, sampling: Samplin
                     logits, _ = model(seq[:, -block_size:], kv_cache=cache)  # (B, T', V)
                 else:  # later steps: only the newest token goes through the network
                     logits, _ = model(seq[:, -1:], kv_cache=cache)  # (B, 1, V)
-                logits = apply_repetition_penalty(logits[:, -1, :].float(), seq,
-                                                  sampling.repetition_penalty)  # (B, V)
-                nxt = sample_next(logits, sampling.temperature, sampling.top_k, sampling.top_p,
-                                  generator)  # (B,)
+                logits = apply_repetition_penalty(
+                    logits[:, -1, :].float(), seq, sampling.repetition_penalty
+                )  # (B, V)
+                nxt = sample_next(
+                    logits, sampling.temperature, sampling.top_k, sampling.top_p, generator
+                )  # (B,)
             nxt = torch.where(finished, filler, nxt)  # finished rows repeat their stop token
             hit = torch.isin(nxt, stops) & ~finished  # (B,)
             filler = torch.where(hit, nxt, filler)
@@ -186,10 +195,15 @@ def _steps(model: GPT, idx: torch.Tensor, max_new_tokens: int, sampling: Samplin
                 return
 
 
-def stream_batch(model: GPT, idx: torch.Tensor, max_new_tokens: int,
-                 sampling: SamplingConfig = SamplingConfig(), *,
-                 generator: torch.Generator | None = None,
-                 use_cache: bool = True) -> Iterator[torch.Tensor]:
+def stream_batch(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    *,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Iterator[torch.Tensor]:
     """Continue the prompts `idx` (B, T), yielding each step's new tokens (B,) as they are chosen.
 
     Args:
@@ -208,9 +222,15 @@ def stream_batch(model: GPT, idx: torch.Tensor, max_new_tokens: int,
     return _steps(model, idx, max_new_tokens, sampling, generator, use_cache)
 
 
-def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int,
-             sampling: SamplingConfig = SamplingConfig(), *,
-             generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+def generate(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    *,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
     """Continue the prompts `idx` (B, T) by up to max_new_tokens tokens.
 
     Args: as `stream_batch`.
@@ -222,25 +242,33 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int,
     >>> generate(model, torch.tensor([[1, 2]]), 3, SamplingConfig(temperature=0)).shape
     torch.Size([1, 5])
     """
-    steps = stream_batch(model, idx, max_new_tokens, sampling, generator=generator,
-                         use_cache=use_cache)
+    steps = stream_batch(
+        model, idx, max_new_tokens, sampling, generator=generator, use_cache=use_cache
+    )
     new = list(steps)
     if not new:
         return idx
     return torch.cat([idx, torch.stack(new, dim=1)], dim=1)  # (B, T + n)
 
 
-def stream(model: GPT, idx: torch.Tensor, max_new_tokens: int,
-           sampling: SamplingConfig = SamplingConfig(), *,
-           generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[int]:
+def stream(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    *,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Iterator[int]:
     """Yield new token ids one by one for a single prompt idx (1, T); arguments as `generate`.
 
     The tokens are those `generate` would return with the same arguments and generator state.
     """
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"stream() takes one prompt of shape (1, T), got {tuple(idx.shape)}")
-    steps = stream_batch(model, idx, max_new_tokens, sampling, generator=generator,
-                         use_cache=use_cache)
+    steps = stream_batch(
+        model, idx, max_new_tokens, sampling, generator=generator, use_cache=use_cache
+    )
     return (int(nxt.item()) for nxt in steps)
 
 
@@ -273,10 +301,16 @@ def decode_pieces(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
         yield rest
 
 
-def stream_text(model: GPT, tokenizer: Tokenizer, idx: torch.Tensor, max_new_tokens: int,
-                sampling: SamplingConfig = SamplingConfig(), *,
-                generator: torch.Generator | None = None,
-                use_cache: bool = True) -> Iterator[str]:
+def stream_text(
+    model: GPT,
+    tokenizer: Tokenizer,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    *,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Iterator[str]:
     """Yield the text of the new tokens as they are sampled, for a single prompt idx (1, T).
 
     Args: as `generate`; `tokenizer` decodes the tokens (see `decode_pieces`).
@@ -284,8 +318,7 @@ def stream_text(model: GPT, tokenizer: Tokenizer, idx: torch.Tensor, max_new_tok
         an iterator of str pieces; joined, they equal ``tokenizer.decode`` of the new tokens
         when the prompt ends on a character boundary (as ``tokenizer.encode(text)`` does).
     """
-    tokens = stream(model, idx, max_new_tokens, sampling, generator=generator,
-                    use_cache=use_cache)
+    tokens = stream(model, idx, max_new_tokens, sampling, generator=generator, use_cache=use_cache)
     return decode_pieces(tokenizer, tokens)
 
 
@@ -299,8 +332,14 @@ def sequence_log_prob(model: GPT, seq: torch.Tensor, prompt_len: int) -> torch.T
 
 
 @torch.no_grad()
-def beam_search(model: GPT, idx: torch.Tensor, max_new_tokens: int, beam_size: int = 4,
-                length_penalty: float = 1.0, stop_tokens: Sequence[int] = ()) -> torch.Tensor:
+def beam_search(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    beam_size: int = 4,
+    length_penalty: float = 1.0,
+    stop_tokens: Sequence[int] = (),
+) -> torch.Tensor:
     """The most probable continuation found by keeping `beam_size` candidates at every step.
 
     A candidate's score is its total log-probability; finished candidates (ending in a stop
@@ -322,8 +361,10 @@ def beam_search(model: GPT, idx: torch.Tensor, max_new_tokens: int, beam_size: i
         raise ValueError("beam_size and max_new_tokens must be at least 1")
     room = model.config.block_size - max_new_tokens  # prompt tokens the context can still hold
     if room < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for the prompt in "
-                         f"block_size={model.config.block_size}")
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} leaves no room for the prompt in "
+            f"block_size={model.config.block_size}"
+        )
     prompt = idx[:, -room:]  # (1, T')
     stops = torch.tensor(sorted(set(stop_tokens)), dtype=torch.long, device=idx.device)
     with evaluating(model):

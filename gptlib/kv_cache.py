@@ -63,8 +63,15 @@ class KVCache:
                 f"{config.block_size}: positions past the context have no position embedding"
             )
         p = next(model.parameters())
-        return cls(config.n_layer, batch_size, config.n_head, config.head_size, max_len,
-                   device=p.device, dtype=p.dtype)
+        return cls(
+            config.n_layer,
+            batch_size,
+            config.n_head,
+            config.head_size,
+            max_len,
+            device=p.device,
+            dtype=p.dtype,
+        )
 
     @property
     def length(self) -> int:
@@ -130,5 +137,7 @@ class KVCache:
 
     def __repr__(self) -> str:
         L, B, nh, T, hs = self.k.shape
-        return (f"KVCache(n_layer={L}, batch_size={B}, n_head={nh}, head_size={hs}, "
-                f"length={self._length}/{T}, {self.nbytes / 2**20:.1f} MiB)")
+        return (
+            f"KVCache(n_layer={L}, batch_size={B}, n_head={nh}, head_size={hs}, "
+            f"length={self._length}/{T}, {self.nbytes / 2**20:.1f} MiB)"
+        )

@@ -39,8 +39,13 @@ class LoRALinear(nn.Module):
         generator: an optional ``torch.Generator`` for A's initialisation.
     """
 
-    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int = 8,
+        alpha: float = 16.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
@@ -54,8 +59,9 @@ class LoRALinear(nn.Module):
         # gives no variance; 1/in_features makes A x as large as x, like a fresh Linear layer.
         a = torch.randn(r, base.in_features, generator=generator)  # (r, in), on the CPU
         self.lora_A = nn.Parameter((a / math.sqrt(base.in_features)).to(w.device, w.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=w.dtype,
-                                               device=w.device))  # (out, r)
+        self.lora_B = nn.Parameter(
+            torch.zeros(base.out_features, r, dtype=w.dtype, device=w.device)
+        )  # (out, r)
 
     def delta_weight(self) -> torch.Tensor:
         """(alpha / r) B A, the update of the weight, (out_features, in_features)."""
@@ -94,8 +100,13 @@ def _shared_weights(model: nn.Module) -> set[int]:
     return {i for i, n in seen.items() if n > 1}
 
 
-def add_lora(model: nn.Module, targets: Iterable[str] = ("attn.c_attn",), r: int = 8,
-             alpha: float = 16.0, generator: torch.Generator | None = None) -> list[str]:
+def add_lora(
+    model: nn.Module,
+    targets: Iterable[str] = ("attn.c_attn",),
+    r: int = 8,
+    alpha: float = 16.0,
+    generator: torch.Generator | None = None,
+) -> list[str]:
     """Wrap every Linear whose name ends with one of ``targets`` and freeze the rest of ``model``.
 
     Args:
@@ -111,15 +122,22 @@ def add_lora(model: nn.Module, targets: Iterable[str] = ("attn.c_attn",), r: int
     """
     targets = tuple(targets)
     shared = _shared_weights(model)
-    chosen = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)
-              and any(name == t or name.endswith("." + t) for t in targets)]
+    chosen = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)
+    ]
     if not chosen:
-        raise ValueError(f"no nn.Linear in the model has a name ending with {targets}; "
-                         "GPT's are attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj")
+        raise ValueError(
+            f"no nn.Linear in the model has a name ending with {targets}; "
+            "GPT's are attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj"
+        )
     for name, m in chosen:
         if id(m.weight) in shared:
-            raise ValueError(f"{name} shares its weight with another layer (weight tying); "
-                             "LoRA cannot adapt it without changing the other one")
+            raise ValueError(
+                f"{name} shares its weight with another layer (weight tying); "
+                "LoRA cannot adapt it without changing the other one"
+            )
     model.requires_grad_(False)
     for name, m in chosen:
         parent_name, _, child = name.rpartition(".")
@@ -164,8 +182,7 @@ def remove_lora(model: nn.Module, merge: bool = True) -> nn.Module:
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the adapters' A and B matrices, e.g. ``h.0.attn.c_attn.lora_A``."""
-    return {k: v for k, v in model.state_dict().items()
-            if k.endswith((".lora_A", ".lora_B"))}
+    return {k: v for k, v in model.state_dict().items() if k.endswith((".lora_A", ".lora_B"))}
 
 
 def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -176,8 +193,10 @@ def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> No
     """
     expected = set(lora_state_dict(model))
     if expected != set(state):
-        raise ValueError(f"adapters do not match: missing {sorted(expected - set(state))[:4]}, "
-                         f"unexpected {sorted(set(state) - expected)[:4]}")
+        raise ValueError(
+            f"adapters do not match: missing {sorted(expected - set(state))[:4]}, "
+            f"unexpected {sorted(set(state) - expected)[:4]}"
+        )
     if any(m.merged for m in lora_layers(model).values()):
         raise ValueError("unmerge the adapters before loading new ones into them")
     model.load_state_dict(state, strict=False)

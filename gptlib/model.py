@@ -72,9 +72,11 @@ class GPTConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
-                             "each head gets n_embd // n_head channels, so pick n_embd as a "
-                             "multiple of n_head")
+            raise ValueError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                "each head gets n_embd // n_head channels, so pick n_embd as a "
+                "multiple of n_head"
+            )
         p = self.dropout
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must be a number in [0, 1), got {p!r}")
@@ -121,8 +123,11 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C): x W_Q, x W_K, x W_V
         shape = (B, T, self.n_head, C // self.n_head)  # (B, T, nh, hs)
-        return (q.view(shape).transpose(1, 2), k.view(shape).transpose(1, 2),
-                v.view(shape).transpose(1, 2))  # 3 x (B, nh, T, hs)
+        return (
+            q.view(shape).transpose(1, 2),
+            k.view(shape).transpose(1, 2),
+            v.view(shape).transpose(1, 2),
+        )  # 3 x (B, nh, T, hs)
 
     def attention_weights(self, q: torch.Tensor, k: torch.Tensor, start: int = 0) -> torch.Tensor:
         """softmax(Q K^T / sqrt(hs)) with the causal mask (Vaswani et al. 2017, Eq. 1).
@@ -151,8 +156,9 @@ class CausalSelfAttention(nn.Module):
             # after a cache: rows start .. start+T-1 of the mask, all S cached + new keys
             mask = None if start == 0 else self.mask[start : start + T, : k.size(-2)]  # (T, S)
             p = self.attn_dropout.p if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                               is_causal=mask is None)  # (B, nh, T, hs)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None
+            )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(y))  # W_O (Vaswani et al. 2017, Sec. 3.2.2)
 
@@ -274,8 +280,12 @@ class GPT(nn.Module):
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
         init_weights(self)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                kv_cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, V) and the mean cross-entropy loss (a scalar, or None without targets).
 
         Args:
@@ -290,8 +300,9 @@ class GPT(nn.Module):
         # one row per position: (B*T, V) logits against (B*T,) targets
         return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
-    def hidden_states(self, idx: torch.Tensor,
-                      kv_cache: KVCache | None = None) -> list[torch.Tensor]:
+    def hidden_states(
+        self, idx: torch.Tensor, kv_cache: KVCache | None = None
+    ) -> list[torch.Tensor]:
         """The residual stream at every depth, before the final LayerNorm; arguments as `forward`.
 
         Returns n_layer + 1 tensors (B, T, C): the embeddings, then the output of each block;
@@ -299,14 +310,18 @@ class GPT(nn.Module):
         """
         start = 0 if kv_cache is None else kv_cache.length  # tokens already in the cache
         if idx.dim() != 2:
-            raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}; "
-                             "add a batch dimension with idx[None]")
+            raise ValueError(
+                f"idx must have shape (B, T), got {tuple(idx.shape)}; "
+                "add a batch dimension with idx[None]"
+            )
         T = idx.size(1)
         if start + T > self.config.block_size:
             cached = f" ({start} cached + {T} new)" if start else ""
-            raise ValueError(f"sequence of length {start + T}{cached} exceeds the context length "
-                             f"block_size={self.config.block_size}; crop the prompt (generate() "
-                             "does this for you)")
+            raise ValueError(
+                f"sequence of length {start + T}{cached} exceeds the context length "
+                f"block_size={self.config.block_size}; crop the prompt (generate() "
+                "does this for you)"
+            )
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C) + (T, C) -> (B, T, C)
         states = [x]
@@ -330,8 +345,11 @@ class GPT(nn.Module):
             q, k, _v = attn._qkv(args[0])  # 3 x (B, nh, T, hs)
             maps.append(attn.attention_weights(q, k))  # (B, nh, T, T)
 
-        handles = [m.register_forward_hook(record) for m in self.modules()
-                   if isinstance(m, CausalSelfAttention)]
+        handles = [
+            m.register_forward_hook(record)
+            for m in self.modules()
+            if isinstance(m, CausalSelfAttention)
+        ]
         try:
             with evaluating(self):
                 self.hidden_states(idx)
@@ -354,8 +372,9 @@ class GPT(nn.Module):
 
     def param_breakdown(self) -> dict[str, int]:
         """Parameters by component, for the book's tables; the values add up to "total"."""
-        bins = dict(token_embedding=".wte.", position_embedding=".wpe.", attention=".attn.",
-                    mlp=".mlp.")  # bin -> what the names of its parameters contain
+        bins = dict(
+            token_embedding=".wte.", position_embedding=".wpe.", attention=".attn.", mlp=".mlp."
+        )  # bin -> what the names of its parameters contain
         parts = dict.fromkeys([*bins, "layernorm"], 0)  # layernorm: everything else
         for name, p in self.named_parameters():  # tied lm_head.weight is listed once, as wte
             part = next((b for b, key in bins.items() if key in "." + name), "layernorm")

@@ -92,8 +92,14 @@ class NGramModel:
     0.9183
     """
 
-    def __init__(self, order: int, smoothing: str = "kneser-ney", k: float = 1.0,
-                 discount: float | None = None, vocab: Iterable | None = None):
+    def __init__(
+        self,
+        order: int,
+        smoothing: str = "kneser-ney",
+        k: float = 1.0,
+        discount: float | None = None,
+        vocab: Iterable | None = None,
+    ):
         if not isinstance(order, int) or order < 1:
             raise ValueError(f"order must be a positive integer, got {order!r}")
         if smoothing not in SMOOTHINGS:
@@ -115,8 +121,10 @@ class NGramModel:
         """Count the n-grams of ``seq`` (a string, or a 1-D sequence of token ids)."""
         codes, self._is_text = _codes(seq)
         if len(codes) < self.order:
-            raise ValueError(f"a training sequence of {len(codes)} symbols is too short for an "
-                             f"order-{self.order} model")
+            raise ValueError(
+                f"a training sequence of {len(codes)} symbols is too short for an "
+                f"order-{self.order} model"
+            )
         extra = np.zeros(0, np.int64)
         if self._extra_vocab is not None:
             vocab = self._extra_vocab
@@ -138,7 +146,7 @@ class NGramModel:
         counts: list[np.ndarray] = []
         start = np.zeros(N, np.int64)  # index of the (m-1)-gram that starts at each position
         for m in range(1, self.order + 1):
-            key = start[: N - m + 1] * V + ids[m - 1:]
+            key = start[: N - m + 1] * V + ids[m - 1 :]
             distinct, index, raw = np.unique(key, return_inverse=True, return_counts=True)
             index = index.reshape(-1)
             keys.append(distinct)
@@ -146,7 +154,7 @@ class NGramModel:
             if m >= 2 and self.smoothing != "add-k":
                 # continuation count of an (m-1)-gram g: how many distinct m-grams end with g
                 suffix = np.empty(len(distinct), np.int64)
-                suffix[index] = start[1: N - m + 2]  # the (m-1)-gram one step to the right
+                suffix[index] = start[1 : N - m + 2]  # the (m-1)-gram one step to the right
                 counts[m - 2] = np.bincount(suffix, minlength=len(keys[m - 2])).astype(float)
             start = index
         return keys, counts
@@ -162,12 +170,17 @@ class NGramModel:
         else:
             table = _discount_table(counts, modified=self.smoothing == "modified-kneser-ney")
         discount = table[np.minimum(counts, 3).astype(np.int64)]  # D(c), 0 for a zero count
-        return _Order(keys, np.maximum(counts - discount, 0.0), total,
-                      np.bincount(context, weights=discount, minlength=n_contexts))
+        return _Order(
+            keys,
+            np.maximum(counts - discount, 0.0),
+            total,
+            np.bincount(context, weights=discount, minlength=n_contexts),
+        )
 
     # -- probabilities ---------------------------------------------------------------------------
-    def _prob_at_order(self, m: int, context: np.ndarray, seen: np.ndarray, symbol: np.ndarray,
-                       p_lower: np.ndarray) -> np.ndarray:
+    def _prob_at_order(
+        self, m: int, context: np.ndarray, seen: np.ndarray, symbol: np.ndarray, p_lower: np.ndarray
+    ) -> np.ndarray:
         """P_m(symbol | context) for arrays of contexts, given P_{m-1} in ``p_lower``.
 
         ``context`` holds indices into the (m-1)-gram keys, valid where ``seen`` is True (a
@@ -196,8 +209,10 @@ class NGramModel:
         bad = np.flatnonzero(self._symbols[ids] != codes)
         if bad.size:
             sym = chr(codes[bad[0]]) if self._is_text else int(codes[bad[0]])
-            raise ValueError(f"symbol {sym!r} at position {bad[0]} is not in the model's "
-                             "vocabulary; pass vocab=... when creating the model")
+            raise ValueError(
+                f"symbol {sym!r} at position {bad[0]} is not in the model's "
+                "vocabulary; pass vocab=... when creating the model"
+            )
         return ids
 
     def log2_probs(self, seq: str | Sequence[int]) -> np.ndarray:
@@ -212,10 +227,11 @@ class NGramModel:
         context, seen = np.zeros(L, np.int64), np.ones(L, bool)
         for m in range(1, min(self.order, L) + 1):
             ends = slice(m - 1, L)  # positions t that have m - 1 symbols before them
-            p[ends] = self._prob_at_order(m, context[: L - m + 1], seen[: L - m + 1], ids[ends],
-                                          p[ends])
+            p[ends] = self._prob_at_order(
+                m, context[: L - m + 1], seen[: L - m + 1], ids[ends], p[ends]
+            )
             keys = self._orders[m - 1].keys
-            key = context[: L - m + 1] * self.vocab_size + ids[m - 1:]  # extend by one symbol
+            key = context[: L - m + 1] * self.vocab_size + ids[m - 1 :]  # extend by one symbol
             pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
             context, seen = pos, seen[: L - m + 1] & (keys[pos] == key)
         with np.errstate(divide="ignore"):
@@ -230,11 +246,11 @@ class NGramModel:
     def distribution(self, context: str | Sequence[int] = "") -> np.ndarray:
         """``P(. | context)`` over :attr:`vocab`, shape (V,); only the last n-1 symbols count."""
         ids = self._ids(context)
-        ids = ids[max(0, len(ids) - self.order + 1):]
+        ids = ids[max(0, len(ids) - self.order + 1) :]
         V = self.vocab_size
         p, every_symbol = np.full(V, 1.0 / V), np.arange(V)
         for m in range(1, len(ids) + 2):
-            index, seen = self._context_index(ids[len(ids) - m + 1:])  # the last m-1 symbols
+            index, seen = self._context_index(ids[len(ids) - m + 1 :])  # the last m-1 symbols
             p = self._prob_at_order(m, np.full(V, index), np.full(V, seen), every_symbol, p)
         return p
 
@@ -272,9 +288,9 @@ class NGramModel:
         rng = np.random.default_rng(seed)
         out = list(self._ids(context))
         for _ in range(length):
-            p = self.distribution(self._symbols_of(out[len(out) - self.order + 1:]))
+            p = self.distribution(self._symbols_of(out[len(out) - self.order + 1 :]))
             out.append(int(rng.choice(self.vocab_size, p=p / p.sum())))
-        return self._symbols_of(out[len(out) - length:])
+        return self._symbols_of(out[len(out) - length :])
 
     def _symbols_of(self, ids):
         codes = self._symbols[np.asarray(ids, np.int64)]
@@ -301,7 +317,11 @@ def evaluate(model: NGramModel, seq: str | Sequence[int], n_chars: int | None = 
     return out
 
 
-def sweep_orders(train: str | Sequence[int], val: str | Sequence[int],
-                 orders: Iterable[int] = range(1, 9), **kwargs) -> dict[int, float]:
+def sweep_orders(
+    train: str | Sequence[int],
+    val: str | Sequence[int],
+    orders: Iterable[int] = range(1, 9),
+    **kwargs,
+) -> dict[int, float]:
     """Fit one model per order and return ``{order: validation bits per symbol}``."""
     return {n: NGramModel(n, **kwargs).fit(train).cross_entropy(val) for n in orders}

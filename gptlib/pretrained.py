@@ -65,8 +65,9 @@ def config_from_hf(hf_config: Any) -> GPTConfig:
     if not getattr(hf_config, "scale_attn_weights", True):
         problems.append("scale_attn_weights=False (gptlib divides by sqrt(head size))")
     if problems:
-        raise ValueError("this GPT-2 config uses features gptlib does not have: "
-                         + "; ".join(problems))
+        raise ValueError(
+            "this GPT-2 config uses features gptlib does not have: " + "; ".join(problems)
+        )
     return GPTConfig(
         vocab_size=hf_config.vocab_size,
         block_size=hf_config.n_positions,
@@ -99,10 +100,19 @@ def to_hf_model(model: GPT) -> Any:
     if not c.bias:
         raise ValueError("Hugging Face GPT-2 has biases; a GPT with bias=False cannot be converted")
     hf_config = GPT2Config(
-        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
-        n_head=c.n_head, activation_function="gelu_new", layer_norm_epsilon=_LAYER_NORM_EPS,
-        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
-        tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
+        vocab_size=c.vocab_size,
+        n_positions=c.block_size,
+        n_embd=c.n_embd,
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        activation_function="gelu_new",
+        layer_norm_epsilon=_LAYER_NORM_EPS,
+        resid_pdrop=c.dropout,
+        embd_pdrop=c.dropout,
+        attn_pdrop=c.dropout,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=None,
     )
     p = next(model.parameters())
     hf_model = GPT2LMHeadModel(hf_config).to(device=p.device, dtype=p.dtype)

@@ -24,8 +24,10 @@ from itertools import accumulate
 
 # "ACT I.", "Act 1.", "ACT FIRST", "Scene 2. Paris.", "SCENE: Venice" (the end of the list of
 # persons), and in capitals only "PROLOGUE.", "THE PROLOGUE", "EPILOGUE", "INDUCTION", "THE END"
-_HEADING = re.compile(r"(?i:^(?:ACT|SCENE)\s*(?:[IVX]+\b|\d|FIRST|SECOND|THIRD|FOURTH|FIFTH"
-                      r"|[.:,]|$))|^(?:THE\s+)?(?:INDUCTION|PROLOGUE|EPILOGUE|END)\.?$|^FINIS\.?$")
+_HEADING = re.compile(
+    r"(?i:^(?:ACT|SCENE)\s*(?:[IVX]+\b|\d|FIRST|SECOND|THIRD|FOURTH|FIFTH"
+    r"|[.:,]|$))|^(?:THE\s+)?(?:INDUCTION|PROLOGUE|EPILOGUE|END)\.?$|^FINIS\.?$"
+)
 # one to five capitalised words (or "of", "and", ...), an optional leading number ("1 Clown.")
 _NAME = re.compile(r"^(?:\d+ )?[A-Z][A-Za-z'-]+\.?(?: (?:[A-Z][A-Za-z'-]*\.?|of|and|the|de))*$")
 _NOT_A_NAME = re.compile(r"^(?:[IVXL]+|SONG)\.?$", re.I)  # stanza numbers and song titles
@@ -73,10 +75,16 @@ def _clean_lines(lines: list[str]) -> list[str | None]:
 def _is_speaker(clean: list[str | None], i: int) -> bool:
     """A name alone after a paragraph break, then its speech (after at most one blank line)."""
     line = clean[i]
-    if not (line and clean[i - 1] in ("", None) and _NAME.match(line) and len(line.split()) <= 5
-            and (line.endswith(".") or line.isupper()) and not _NOT_A_NAME.match(line)):
+    if not (
+        line
+        and clean[i - 1] in ("", None)
+        and _NAME.match(line)
+        and len(line.split()) <= 5
+        and (line.endswith(".") or line.isupper())
+        and not _NOT_A_NAME.match(line)
+    ):
         return False
-    after = clean[i + 1:i + 3]
+    after = clean[i + 1 : i + 3]
     if after[:1] == [""] and line.endswith("."):  # "CHORUS.", a blank line, the speech
         return len(after) == 2 and bool(after[1]) and not _NAME.match(after[1])
     return bool(after and after[0])
@@ -120,22 +128,28 @@ def parse_speeches(text: str, work: str = "") -> list[Speech]:
 # work -> group in the First Folio's catalogue, in its order. Troilus and Cressida is missing
 # from the catalogue but printed, as "The Tragedie of Troylus and Cressida", between histories and
 # tragedies. Pericles entered only the Third Folio (1664): no group rather than a guessed one.
-GENRES: dict[str, str | None] = {work: group for group, works in {
-    "comedy": "tempest two_gentlemen_of_verona merry_wives_of_windsor measure_for_measure "
-              "comedy_of_errors much_ado_about_nothing loves_labours_lost midsummer_nights_dream "
-              "merchant_of_venice as_you_like_it taming_of_the_shrew alls_well_that_ends_well "
-              "twelfth_night winters_tale",
-    "history": "john richard_ii henry_iv_part_1 henry_iv_part_2 henry_v henry_vi_part_1 "
-               "henry_vi_part_2 henry_vi_part_3 richard_iii henry_viii",
-    "tragedy": "troilus_and_cressida coriolanus tragedy_of_titus_andronicus romeo_and_juliet "
-               "timon_of_athens julius_caesar macbeth hamlet lear othello antony_and_cleopatra "
-               "cymbeline",
-    "poem": "sonnets lovers_complaint passionate_pilgrim phoenix_and_the_turtle rape_of_lucrece",
-}.items() for work in works.split()} | {"pericles": None}
+GENRES: dict[str, str | None] = {
+    work: group
+    for group, works in {
+        "comedy": "tempest two_gentlemen_of_verona merry_wives_of_windsor measure_for_measure "
+        "comedy_of_errors much_ado_about_nothing loves_labours_lost midsummer_nights_dream "
+        "merchant_of_venice as_you_like_it taming_of_the_shrew alls_well_that_ends_well "
+        "twelfth_night winters_tale",
+        "history": "john richard_ii henry_iv_part_1 henry_iv_part_2 henry_v henry_vi_part_1 "
+        "henry_vi_part_2 henry_vi_part_3 richard_iii henry_viii",
+        "tragedy": "troilus_and_cressida coriolanus tragedy_of_titus_andronicus romeo_and_juliet "
+        "timon_of_athens julius_caesar macbeth hamlet lear othello antony_and_cleopatra "
+        "cymbeline",
+        "poem": "sonnets lovers_complaint passionate_pilgrim phoenix_and_the_turtle "
+        "rape_of_lucrece",
+    }.items()
+    for work in works.split()
+} | {"pericles": None}
 
 
-def validation_works(works: dict[str, str], val_fraction: float = 0.1,
-                     text: str | None = None) -> list[str]:
+def validation_works(
+    works: dict[str, str], val_fraction: float = 0.1, text: str | None = None
+) -> list[str]:
     """Works lying wholly in the last ``val_fraction`` of the joined corpus (by characters).
 
     ``works`` is ``{name: text}`` in corpus order; ``text``, if given, must be their join with
@@ -146,17 +160,22 @@ def validation_works(works: dict[str, str], val_fraction: float = 0.1,
     """
     joined = "\n".join(works.values())  # as gptlib.corpus joins them
     if text is not None and text != joined:
-        raise ValueError("text is not the works joined in the given order; pass the works in "
-                         "corpus order, as gptlib.corpus.shakespeare_works() returns them")
+        raise ValueError(
+            "text is not the works joined in the given order; pass the works in "
+            "corpus order, as gptlib.corpus.shakespeare_works() returns them"
+        )
     cut = int(len(joined) * (1.0 - val_fraction))  # the first character of the validation part
     starts = accumulate([len(t) + 1 for t in works.values()], initial=0)  # each work and a "\n"
     return [name for name, start in zip(works, starts, strict=False) if start >= cut]
 
 
-def split_examples(examples: list[Example], seed: int = 0,
-                   fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                   test_works: tuple[str, ...] = (), test_tags: tuple[str, ...] = ()
-                   ) -> dict[str, list[Example]]:
+def split_examples(
+    examples: list[Example],
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    test_works: tuple[str, ...] = (),
+    test_tags: tuple[str, ...] = (),
+) -> dict[str, list[Example]]:
     """Seeded train/dev/test split by ``group``; held-out works and tags all go to test.
 
     >>> ex = [Example(str(i), "", "w" if i < 6 else "v", f"g{i}") for i in range(10)]
@@ -171,16 +190,23 @@ def split_examples(examples: list[Example], seed: int = 0,
     groups = list(dict.fromkeys(e.group for e in examples if id(e) not in held))
     random.Random(seed).shuffle(groups)
     n_train, n_dev = round(fractions[0] * len(groups)), round(fractions[1] * len(groups))
-    where = {g: "train" if k < n_train else "dev" if k < n_train + n_dev else "test"
-             for k, g in enumerate(groups)}
+    where = {
+        g: "train" if k < n_train else "dev" if k < n_train + n_dev else "test"
+        for k, g in enumerate(groups)
+    }
     out: dict[str, list[Example]] = {"train": [], "dev": [], "test": []}
     for e in examples:
         out["test" if id(e) in held else where[e.group]].append(e)
     return out
 
 
-def passage_examples(speeches: list[Speech], label: str = "work", n_lines: int = 8,
-                     max_per_work: int | None = None, seed: int = 0) -> list[Example]:
+def passage_examples(
+    speeches: list[Speech],
+    label: str = "work",
+    n_lines: int = 8,
+    max_per_work: int | None = None,
+    seed: int = 0,
+) -> list[Example]:
     """Passages of ``n_lines`` consecutive speech lines, labelled by work or by First Folio genre.
 
     Args:
@@ -197,12 +223,14 @@ def passage_examples(speeches: list[Speech], label: str = "work", n_lines: int =
         target = work if label == "work" else GENRES.get(work)
         if target is None:
             continue
-        chunks = [ls[k:k + n_lines] for k in range(0, len(ls) - n_lines + 1, n_lines)]
+        chunks = [ls[k : k + n_lines] for k in range(0, len(ls) - n_lines + 1, n_lines)]
         keep = range(len(chunks))
         if max_per_work is not None:
             keep = sorted(rng.sample(keep, min(max_per_work, len(chunks))))
-        out += [Example("\n".join(chunks[k]), target, work, f"{work}:{k}", (f"label:{label}",))
-                for k in keep]
+        out += [
+            Example("\n".join(chunks[k]), target, work, f"{work}:{k}", (f"label:{label}",))
+            for k in keep
+        ]
     return out
 
 
@@ -221,11 +249,14 @@ def qa_examples(speeches: list[Speech], seed: int = 0, min_words: int = 4) -> li
         if not ok:
             continue
         k = rng.choice(ok)
-        asks = [("who", f'Who says: "{ls[k]}"', s.speaker),
-                ("work", f'Which play has the line: "{ls[k]}"', s.work.replace("_", " ")),
-                ("next", f'What line follows: "{ls[k]}"', ls[k + 1] if k + 1 < len(ls) else "")]
-        out += [Example(q, a, s.work, f"{s.work}:{s.index}", (f"qa:{tag}",))
-                for tag, q, a in asks if a]
+        asks = [
+            ("who", f'Who says: "{ls[k]}"', s.speaker),
+            ("work", f'Which play has the line: "{ls[k]}"', s.work.replace("_", " ")),
+            ("next", f'What line follows: "{ls[k]}"', ls[k + 1] if k + 1 < len(ls) else ""),
+        ]
+        out += [
+            Example(q, a, s.work, f"{s.work}:{s.index}", (f"qa:{tag}",)) for tag, q, a in asks if a
+        ]
     return out
 
 
@@ -241,14 +272,42 @@ def qa_examples(speeches: list[Speech], seed: int = 0, min_words: int = 4) -> li
 #              there, where; wherefore -> why
 # The two suffix rules keep a change only when the new word occurs in the text's vocabulary;
 # of several candidates ("lov'st": "love" or "lov") the most frequent wins.
-WORD_RULES = {"thou": "you", "thee": "you", "thy": "your", "thine": "yours",
-              "thyself": "yourself", "ye": "you", "hath": "has", "doth": "does",
-              "'tis": "it is", "'twas": "it was", "oft": "often", "hither": "here",
-              "thither": "there", "whither": "where", "wherefore": "why"}
-THOU_VERBS = {"art": "are", "hast": "have", "wast": "were", "wert": "were", "wilt": "will",
-              "shalt": "shall", "dost": "do", "doest": "do", "didst": "did", "canst": "can",
-              "couldst": "could", "wouldst": "would", "shouldst": "should", "hadst": "had",
-              "mayst": "may", "beest": "are", "be'st": "are"}
+WORD_RULES = {
+    "thou": "you",
+    "thee": "you",
+    "thy": "your",
+    "thine": "yours",
+    "thyself": "yourself",
+    "ye": "you",
+    "hath": "has",
+    "doth": "does",
+    "'tis": "it is",
+    "'twas": "it was",
+    "oft": "often",
+    "hither": "here",
+    "thither": "there",
+    "whither": "where",
+    "wherefore": "why",
+}
+THOU_VERBS = {
+    "art": "are",
+    "hast": "have",
+    "wast": "were",
+    "wert": "were",
+    "wilt": "will",
+    "shalt": "shall",
+    "dost": "do",
+    "doest": "do",
+    "didst": "did",
+    "canst": "can",
+    "couldst": "could",
+    "wouldst": "would",
+    "shouldst": "should",
+    "hadst": "had",
+    "mayst": "may",
+    "beest": "are",
+    "be'st": "are",
+}
 _ETH_EXCEPTIONS = re.compile(r"^(?:teeth|seeth|\w+tieth)$")  # "thirtieth" is an ordinal
 
 
@@ -260,18 +319,23 @@ def _modern_form(word: str, rule: str, vocabulary: Mapping[str, int]) -> str | N
         tries = [stem + "es"] if sibilant else [stem + "s", stem + "es"]
         return next((t for t in tries if vocabulary.get(t, 0)), None)
     # -est: "lov'st" -> "love", "knowest" -> "know", "gettest" -> "get", "liest" -> "lie"
-    tries = [t for t in (stem + "e", stem, stem[:-1] if stem[-1:] == stem[-2:-1] else stem)
-             if len(t) >= 3]
+    tries = [
+        t
+        for t in (stem + "e", stem, stem[:-1] if stem[-1:] == stem[-2:-1] else stem)
+        if len(t) >= 3
+    ]
     best = max(tries, key=lambda t: vocabulary.get(t, 0), default="")
     return best if vocabulary.get(best, 0) else None
 
 
-def _change(words: list[str], spaces: list[bool], i: int,
-            vocabulary: Mapping[str, int]) -> tuple[str, str | None]:
+def _change(
+    words: list[str], spaces: list[bool], i: int, vocabulary: Mapping[str, int]
+) -> tuple[str, str | None]:
     """(rule, modern form) for words[i], or ("", None); spaces[i]: blanks only up to i + 1."""
     w = words[i].lower()
-    by_thou = ((i > 0 and spaces[i - 1] and words[i - 1].lower() == "thou")
-               or (i + 1 < len(words) and spaces[i] and words[i + 1].lower() == "thou"))
+    by_thou = (i > 0 and spaces[i - 1] and words[i - 1].lower() == "thou") or (
+        i + 1 < len(words) and spaces[i] and words[i + 1].lower() == "thou"
+    )
     if w in THOU_VERBS and by_thou:
         return "thou-verb", THOU_VERBS[w]
     if w == "thine":
@@ -303,8 +367,9 @@ def modernise(line: str, vocabulary: Mapping[str, int]) -> tuple[str, list[tuple
     return "".join(parts), changes
 
 
-def modernisation_examples(speeches: list[Speech],
-                           vocabulary: Mapping[str, int] | None = None) -> list[Example]:
+def modernisation_examples(
+    speeches: list[Speech], vocabulary: Mapping[str, int] | None = None
+) -> list[Example]:
     """Every speech line that some rule changes, as (Early Modern line, Modern line).
 
     ``vocabulary`` (lower-case word -> count) defaults to the words of ``speeches`` (Shakespeare
@@ -333,8 +398,9 @@ class RetrievalSet:
     relevant: list[set[int]]
 
 
-def retrieval_set(speeches: list[Speech], min_words: int = 8, max_queries: int | None = None,
-                  seed: int = 0) -> RetrievalSet:
+def retrieval_set(
+    speeches: list[Speech], min_words: int = 8, max_queries: int | None = None, seed: int = 0
+) -> RetrievalSet:
     """Speeches of ``min_words`` words or more; relevant = the same speaker in the same work.
 
     Queries: the speeches with a relevant one; at most ``max_queries``, drawn with ``seed``.

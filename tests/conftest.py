@@ -29,9 +29,11 @@ def one_thread():
 @pytest.fixture
 def feedback_of(capsys) -> Callable[[Callable, Callable], tuple[bool, str]]:
     """``feedback_of(checker, fn)``: what ``checker(fn)`` returned and the feedback it printed."""
+
     def run(checker: Callable, fn: Callable) -> tuple[bool, str]:
         passed = checker(fn)
         return passed, capsys.readouterr().out
+
     return run
 
 

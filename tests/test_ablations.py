@@ -11,12 +11,7 @@ import dataclasses
 import torch
 
 from gptlib import ablations
-from gptlib.ablations import (
-    BlockWithoutResidual,
-    char_task,
-    without_positions,
-    without_residuals,
-)
+from gptlib.ablations import BlockWithoutResidual, char_task, without_positions, without_residuals
 from gptlib.kv_cache import KVCache
 from gptlib.model import GPT, GPTConfig, set_attention
 from gptlib.train import TrainConfig, configure_optimizer

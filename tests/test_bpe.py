@@ -19,12 +19,14 @@ def english_like(n_chars: int, seed: int = 0) -> str:
     """Deterministic English-like prose with numbers, contractions, odd spacing and non-Latin
     scripts: the same fixed input on every machine, with or without a corpus cache."""
     rng = random.Random(seed)
-    words = ("the of and to in is that it was for on are with as his they be at one have this "
-             "from or had by word but what some we can out other were all there when up use "
-             "your how said an each she which do their time if will way about many then them "
-             "write would like so these her long make thing see him two has look more day "
-             "could go come did number sound no most people my over know water than call first "
-             "who may down side been now find it's don't we'll I'm you're they've").split()
+    words = (
+        "the of and to in is that it was for on are with as his they be at one have this "
+        "from or had by word but what some we can out other were all there when up use "
+        "your how said an each she which do their time if will way about many then them "
+        "write would like so these her long make thing see him two has look more day "
+        "could go come did number sound no most people my over know water than call first "
+        "who may down side been now find it's don't we'll I'm you're they've"
+    ).split()
     extras = ["1999", "42", "3.14", "café", "naïve", "Ελλάδα", "机器学习", "🤖", "مرحبا", "e\u0301"]
     syllables = "ka tho ren mi sul bor ae qui ston ful lan ve dra ish po nel gri ath ox ur".split()
     words += ["".join(rng.choices(syllables, k=rng.randint(2, 4))) for _ in range(3000)]
@@ -33,8 +35,9 @@ def english_like(n_chars: int, seed: int = 0) -> str:
         sentence = [rng.choice(words) for _ in range(rng.randint(3, 14))]
         if rng.random() < 0.3:
             sentence.insert(rng.randrange(len(sentence)), rng.choice(extras))
-        piece = " ".join(sentence).capitalize() + rng.choice([". ", "! ", "? ", ", ", ".\n",
-                                                              ".\n\n", ";  ", ":\t"])
+        piece = " ".join(sentence).capitalize() + rng.choice(
+            [". ", "! ", "? ", ", ", ".\n", ".\n\n", ";  ", ":\t"]
+        )
         out.append(piece)
         size += len(piece)
     return "".join(out)[:n_chars]
@@ -77,7 +80,7 @@ def naive_merges(text: str, n_merges: int) -> list[tuple[tuple[int, int], int]]:
         for ids in chunks:
             out, i = [], 0
             while i < len(ids):
-                if ids[i:i + 2] == list(best):
+                if ids[i : i + 2] == list(best):
                     out.append(256 + k)
                     i += 2
                 else:
@@ -91,12 +94,14 @@ def naive_merges(text: str, n_merges: int) -> list[tuple[tuple[int, int], int]]:
 def two_letter_words(n_words: int, seed: int = 0) -> str:
     """Words over {a, b}: runs like "aaaa" give overlapping pairs, and counts tie often."""
     rng = random.Random(seed)
-    return " ".join("".join(rng.choice("ab") for _ in range(rng.randint(1, 12)))
-                    for _ in range(n_words))
+    return " ".join(
+        "".join(rng.choice("ab") for _ in range(rng.randint(1, 12))) for _ in range(n_words)
+    )
 
 
-@pytest.mark.parametrize("text", [english_like(6000, seed=3), two_letter_words(800)],
-                         ids=["english-like", "two letters"])
+@pytest.mark.parametrize(
+    "text", [english_like(6000, seed=3), two_letter_words(800)], ids=["english-like", "two letters"]
+)
 def test_incremental_training_matches_full_recount(text):
     expected = naive_merges(text, 150)
     assert len(expected) == 150
@@ -214,6 +219,7 @@ def _edit_json(key, change):
         fields = json.loads(text)
         change(fields[key])
         return json.dumps(fields)
+
     return edit
 
 
@@ -228,13 +234,27 @@ def _edit_json(key, change):
         (_edit_json("byte_ids", lambda b: b.pop()), "256 distinct ids"),
         (_edit_json("special_tokens", lambda s: s.__setitem__(EOT, 5)), "each used once"),
         (lambda text: text.replace('"pattern"', '"regex"'), "field 'pattern' is missing"),
-        (lambda text: json.dumps({**json.loads(text), "pattern": "(unclosed"}),
-         "split pattern '\\(unclosed' is not a valid regex"),
-        (lambda text: json.dumps({**json.loads(text), "special_tokens": [EOT]}),
-         "not a valid tokenizer file"),
+        (
+            lambda text: json.dumps({**json.loads(text), "pattern": "(unclosed"}),
+            "split pattern '\\(unclosed' is not a valid regex",
+        ),
+        (
+            lambda text: json.dumps({**json.loads(text), "special_tokens": [EOT]}),
+            "not a valid tokenizer file",
+        ),
     ],
-    ids=["truncated", "undefined id", "short merge", "id clash", "vocab edited", "bytes",
-         "special id", "no pattern", "bad pattern", "specials not a dict"],
+    ids=[
+        "truncated",
+        "undefined id",
+        "short merge",
+        "id clash",
+        "vocab edited",
+        "bytes",
+        "special id",
+        "no pattern",
+        "bad pattern",
+        "specials not a dict",
+    ],
 )
 def test_load_rejects_tampered_files(tmp_path, with_eot, edit, message):
     path = tmp_path / "bpe.json"
@@ -276,8 +296,12 @@ def hf_files(tmp_path_factory, corpus):
     # ByteLevel with use_regex=True (the default) splits with GPT-2's pattern.
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=[EOT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000,
+        special_tokens=[EOT],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     hf.train_from_iterator([corpus[:400_000]], trainer)
     folder = tmp_path_factory.mktemp("hf")
     hf.model.save(str(folder))
@@ -313,4 +337,3 @@ def test_gpt2_files_with_broken_merges_are_rejected(hf_files, tmp_path):
     no_space.write_text(json.dumps(vocab), encoding="utf-8")
     with pytest.raises(TokenizerFileError, match="all 256 byte characters"):
         BPETokenizer.from_gpt2_files(no_space, merges_txt)
-

@@ -56,7 +56,8 @@ def test_round_trip_same_outputs_and_ties_kept(tmp_path):
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
         assert "wte.weight" in f.keys() and "lm_head.weight" not in f.keys()
     assert json.loads((tmp_path / "config.json").read_text())["tied_weights"] == {
-        "lm_head.weight": "wte.weight"}
+        "lm_head.weight": "wte.weight"
+    }
     # the optimizer state goes back into a fresh AdamW unchanged, and steps it identically
     fresh = torch.optim.AdamW(loaded.model.parameters(), lr=1e-3)
     fresh.load_state_dict(loaded.optimizer_state)
@@ -89,8 +90,9 @@ def _crash_writing(name):
     return writer
 
 
-@pytest.mark.parametrize("failing", ["model.safetensors", "training_state.pt", "tokenizer.json",
-                                     "config.json"])
+@pytest.mark.parametrize(
+    "failing", ["model.safetensors", "training_state.pt", "tokenizer.json", "config.json"]
+)
 def test_crash_mid_save_leaves_previous_checkpoint_untouched(tmp_path, monkeypatch, failing):
     old, opt, idx = _trained(seed=0)
     save_checkpoint(tmp_path, old, step=1, optimizer=opt, tokenizer=CharTokenizer().train("ab"))
@@ -99,8 +101,9 @@ def test_crash_mid_save_leaves_previous_checkpoint_untouched(tmp_path, monkeypat
     monkeypatch.setattr(ckpt, "atomic_write", _crash_writing(failing))
     monkeypatch.setattr(gptlib.tokenizer, "atomic_write", _crash_writing(failing))
     with pytest.raises(_DiskFull):
-        save_checkpoint(tmp_path, new, step=2, optimizer=new_opt,
-                        tokenizer=CharTokenizer().train("xyz"))
+        save_checkpoint(
+            tmp_path, new, step=2, optimizer=new_opt, tokenizer=CharTokenizer().train("xyz")
+        )
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no file touched
     loaded = load_checkpoint(tmp_path)
     assert loaded.step == 1 and loaded.tokenizer.chars == ["a", "b"]
@@ -155,11 +158,14 @@ def test_modified_files_fail_their_checksum(tmp_path, name):
         load_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"n_embd": 64}, r"size mismatch for wte.weight: .*\[32, 32\].*\[32, 64\]"),
-    ({"n_layer": 3}, r"Missing key\(s\) in state_dict: \"h.2."),
-    ({"n_layer": 1}, r"Unexpected key\(s\) in state_dict: \"h.1."),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"n_embd": 64}, r"size mismatch for wte.weight: .*\[32, 32\].*\[32, 64\]"),
+        ({"n_layer": 3}, r"Missing key\(s\) in state_dict: \"h.2."),
+        ({"n_layer": 1}, r"Unexpected key\(s\) in state_dict: \"h.1."),
+    ],
+)
 def test_config_weights_mismatch_names_the_tensor(tmp_path, change, message):
     model, _, _ = _trained()
     save_checkpoint(tmp_path, model)
@@ -184,8 +190,12 @@ def test_format_1_loads_for_inference_only(tmp_path):
     model, opt, idx = _trained()
     save_checkpoint(tmp_path, model, optimizer=opt)
     (tmp_path / "training_state.pt").unlink()
-    _edit_config(tmp_path, format_version=1, sha256={},
-                 files=["model.safetensors", "optimizer.safetensors", "trainer_state.json"])
+    _edit_config(
+        tmp_path,
+        format_version=1,
+        sha256={},
+        files=["model.safetensors", "optimizer.safetensors", "trainer_state.json"],
+    )
     loaded = load_checkpoint(tmp_path, load_optimizer=False)
     torch.testing.assert_close(loaded.model(idx)[0], model(idx)[0], rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="load it with load_optimizer=False"):
@@ -230,8 +240,9 @@ def test_loading_never_runs_code_from_the_files(tmp_path, monkeypatch):
     torch.testing.assert_close(loaded.model(idx)[0], model(idx)[0], rtol=0, atol=0)
     # a pickle in place of the training state, with a matching checksum: weights_only refuses it
     (tmp_path / "training_state.pt").write_bytes(pickle.dumps(_Exploit(marker), protocol=2))
-    _edit_config(tmp_path, sha256={"training_state.pt": sha256_file(
-        tmp_path / "training_state.pt")})
+    _edit_config(
+        tmp_path, sha256={"training_state.pt": sha256_file(tmp_path / "training_state.pt")}
+    )
     with pytest.raises(CheckpointError, match="is not a training state"):
         load_checkpoint(tmp_path)
     # and a pickle disguised as the weights file is rejected, not executed
@@ -277,14 +288,20 @@ def test_rng_state_round_trip(tmp_path):
 def test_inference_copy_without_training_state_loads(tmp_path):
     """The book ships only weights, config and tokenizer; the file a resume needs stays home."""
     model, opt, idx = _trained()
-    save_checkpoint(tmp_path, model, step=3, optimizer=opt,
-                    rng_state=capture_rng_state({"data": torch.Generator().manual_seed(1)}))
+    save_checkpoint(
+        tmp_path,
+        model,
+        step=3,
+        optimizer=opt,
+        rng_state=capture_rng_state({"data": torch.Generator().manual_seed(1)}),
+    )
     (tmp_path / "training_state.pt").unlink()
     loaded = load_checkpoint(tmp_path, load_optimizer=False)
     assert loaded.optimizer_state is None and loaded.rng_state is None
     torch.testing.assert_close(loaded.model(idx)[0], model(idx)[0], rtol=0, atol=0)
-    with pytest.raises(CheckpointError, match="training_state.pt is listed in config.json but "
-                                              "missing"):  # a resume does need it
+    with pytest.raises(
+        CheckpointError, match="training_state.pt is listed in config.json but missing"
+    ):  # a resume does need it
         load_checkpoint(tmp_path)
 
 

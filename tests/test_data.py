@@ -42,6 +42,7 @@ def test_train_val_split_too_short_names_sizes():
 
 # -- batches -------------------------------------------------------------------------------
 
+
 def test_get_batch_rows_are_windows_and_targets_are_shifted():
     """With tokens = 100, 101, ..., row b must read s_b, s_b+1, ... and y = x + 1 everywhere."""
     tokens = torch.arange(100, 1100)
@@ -54,8 +55,9 @@ def test_get_batch_rows_are_windows_and_targets_are_shifted():
 
 def test_get_batch_reaches_every_window():
     """N = T + 3 tokens hold exactly three windows (starts 0, 1, 2): all of them get drawn."""
-    x, _ = data.get_batch(torch.arange(11), batch_size=200, block_size=8,
-                          generator=torch.Generator().manual_seed(0))
+    x, _ = data.get_batch(
+        torch.arange(11), batch_size=200, block_size=8, generator=torch.Generator().manual_seed(0)
+    )
     assert sorted(set(x[:, 0].tolist())) == [0, 1, 2]
 
 
@@ -92,8 +94,10 @@ def test_get_batch_device_argument():
 
 # -- token files ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("top, dtype",
-                         [(65535, np.uint16), (65536, np.uint32), (2**32 - 1, np.uint32)])
+
+@pytest.mark.parametrize(
+    "top, dtype", [(65535, np.uint16), (65536, np.uint32), (2**32 - 1, np.uint32)]
+)
 def test_token_file_is_a_standard_npy(tmp_path, top, dtype):
     """uint16 while every id fits in 16 bits, else uint32; NumPy itself reads the file back."""
     ids = [0, 1, 2, top, 7, 3]
@@ -145,14 +149,18 @@ def _cut(path, keep):
     return path
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda p: _cut(p, -3), "truncated"),  # the header promises 100 ids, fewer bytes follow
-    (lambda p: _cut(p, 20), "truncated"),  # the header itself is cut
-    (lambda p: _cut(p, 0), "truncated"),
-    (lambda p: p.write_bytes(b"hello world" * 10), "not a token file"),
-    (lambda p: np.save(p, np.zeros((2, 50), np.uint16)), "1-D array of integer ids"),
-    (lambda p: np.save(p, np.zeros(100, np.float32)), "1-D array of integer ids"),
-], ids=["data-cut", "header-cut", "empty", "foreign", "2-D", "float"])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: _cut(p, -3), "truncated"),  # the header promises 100 ids, fewer bytes follow
+        (lambda p: _cut(p, 20), "truncated"),  # the header itself is cut
+        (lambda p: _cut(p, 0), "truncated"),
+        (lambda p: p.write_bytes(b"hello world" * 10), "not a token file"),
+        (lambda p: np.save(p, np.zeros((2, 50), np.uint16)), "1-D array of integer ids"),
+        (lambda p: np.save(p, np.zeros(100, np.float32)), "1-D array of integer ids"),
+    ],
+    ids=["data-cut", "header-cut", "empty", "foreign", "2-D", "float"],
+)
 def test_wrong_or_truncated_token_file(tmp_path, damage, message):
     path = data.write_token_file(list(range(100)), tmp_path / "ids.npy")
     damage(path)
@@ -166,6 +174,7 @@ def test_missing_token_file(tmp_path):
 
 
 # -- the token cache -----------------------------------------------------------------------
+
 
 @pytest.fixture
 def encodes(monkeypatch):

@@ -32,12 +32,15 @@ def machine(monkeypatch):
     return pretend
 
 
-@pytest.mark.parametrize("cuda, mps, expected", [
-    (False, False, ["cpu"]),
-    (True, False, ["cuda", "cpu"]),
-    (False, True, ["mps", "cpu"]),
-    (True, True, ["cuda", "mps", "cpu"]),
-])
+@pytest.mark.parametrize(
+    "cuda, mps, expected",
+    [
+        (False, False, ["cpu"]),
+        (True, False, ["cuda", "cpu"]),
+        (False, True, ["mps", "cpu"]),
+        (True, True, ["cuda", "mps", "cpu"]),
+    ],
+)
 def test_best_available_device_comes_first(machine, cuda, mps, expected):
     machine(cuda=cuda, mps=mps)
     assert dev.available_devices() == expected
@@ -92,14 +95,17 @@ def test_unsupported_torch_device_type():
         dev.pick_device("meta")
 
 
-@pytest.mark.parametrize("cuda, bf16, asked, expected", [
-    (True, True, "cuda", torch.bfloat16),
-    (True, True, torch.device("cuda", 0), torch.bfloat16),
-    (True, False, "cuda", torch.float32),  # an older GPU without bfloat16
-    (True, True, "cpu", torch.float32),  # CPU autocast is left out on purpose
-    (False, True, "cpu", torch.float32),
-    (False, True, "mps", torch.float32),
-])
+@pytest.mark.parametrize(
+    "cuda, bf16, asked, expected",
+    [
+        (True, True, "cuda", torch.bfloat16),
+        (True, True, torch.device("cuda", 0), torch.bfloat16),
+        (True, False, "cuda", torch.float32),  # an older GPU without bfloat16
+        (True, True, "cpu", torch.float32),  # CPU autocast is left out on purpose
+        (False, True, "cpu", torch.float32),
+        (False, True, "mps", torch.float32),
+    ],
+)
 def test_autocast_dtype(machine, cuda, bf16, asked, expected):
     machine(cuda=cuda, bf16=bf16)
     assert dev.autocast_dtype(asked) is expected
@@ -159,4 +165,7 @@ def test_describe_names_the_gpu(machine):
     machine(cuda=True, gpus=2, bf16=True)
     info = dev.describe("cuda:1")
     assert (info["device"], info["dtype"], info["cuda_device"]) == (
-        "cuda:1", "bfloat16", "Pretend GPU")
+        "cuda:1",
+        "bfloat16",
+        "Pretend GPU",
+    )

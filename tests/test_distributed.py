@@ -63,8 +63,19 @@ def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path, monkeyp
     """2 ranks x batch 4 (x 2 micro-batches) == 1 process x batch 8 (x 2), for two AdamW steps."""
     script = tmp_path / "ddp_step.py"
     script.write_text(SCRIPT)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-          str(script), str(tmp_path / "ddp"), "4"], tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            str(tmp_path / "ddp"),
+            "4",
+        ],
+        tmp_path,
+    )
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -77,8 +88,9 @@ def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path, monkeyp
     ddp = load_file(tmp_path / "ddp.safetensors")
     assert single.keys() == ddp.keys()
     torch.manual_seed(0)
-    start = GPT(GPTConfig(vocab_size=29, block_size=16, n_layer=2, n_head=2, n_embd=32,
-                          bias=False)).state_dict()
+    start = GPT(
+        GPTConfig(vocab_size=29, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=False)
+    ).state_dict()
     for name in single:
         torch.testing.assert_close(ddp[name], single[name], rtol=0, atol=1e-6, msg=name)
     # the updates are ~lr = 1e-4, far above the tolerance: a wrong shard would be caught
@@ -103,8 +115,12 @@ def test_single_process_outside_torchrun(monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     info = init_distributed("cpu")
-    assert (info.rank, info.world_size, info.is_main, info.device) == (0, 1, True,
-                                                                        torch.device("cpu"))
+    assert (info.rank, info.world_size, info.is_main, info.device) == (
+        0,
+        1,
+        True,
+        torch.device("cpu"),
+    )
     assert is_main_process()
 
 

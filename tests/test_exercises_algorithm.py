@@ -26,14 +26,22 @@ def test_shift_reference_by_hand():
 def test_attention_reference_matches_sdpa():
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 5, 4, generator=gen, dtype=torch.float64) for _ in range(3))
-    torch.testing.assert_close(ex.attention_reference(q, k, v),
-                               F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    torch.testing.assert_close(
+        ex.attention_reference(q, k, v), F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    )
 
 
-@pytest.mark.parametrize("step, expected", [
-    (0, 0.1), (9, 1.0),  # warmup: max_lr * (t + 1) / W with max_lr = 1, W = 10
-    (10, 1.0), (20, 0.55), (30, 0.1),  # cosine from 1 to 0.1 over steps 10..30; 20 is halfway
-    (45, 0.1)])  # after max_steps: min_lr
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (0, 0.1),
+        (9, 1.0),  # warmup: max_lr * (t + 1) / W with max_lr = 1, W = 10
+        (10, 1.0),
+        (20, 0.55),
+        (30, 0.1),  # cosine from 1 to 0.1 over steps 10..30; 20 is halfway
+        (45, 0.1),
+    ],
+)  # after max_steps: min_lr
 def test_lr_schedule_reference_by_hand(step, expected):
     assert ex.lr_schedule_reference(step, 1.0, 0.1, 10, 30) == pytest.approx(expected)
 
@@ -43,7 +51,7 @@ def test_perplexity_reference_by_hand():
     and ln 4 is exp(1.5 ln 2) = 2^1.5."""
     logits = torch.log(torch.tensor([[[0.5, 0.5, 1e-30], [0.25, 0.75, 1e-30], [1.0, 1.0, 1.0]]]))
     targets = torch.tensor([[0, 0, -100]])
-    assert ex.perplexity_reference(logits, targets) == pytest.approx(2 ** 1.5, rel=1e-5)
+    assert ex.perplexity_reference(logits, targets) == pytest.approx(2**1.5, rel=1e-5)
 
 
 # ---- 1. the shift ---------------------------------------------------------------------------
@@ -82,14 +90,17 @@ def shift_x_only(tokens, starts, T):
     return torch.stack([tokens[s : s + T] for s in starts])
 
 
-@pytest.mark.parametrize("fn, words", [
-    (shift_none, "targets equal your inputs"),
-    (shift_by_two, "shifted by two"),
-    (shift_late, "start one token late"),
-    (shift_long, "must both have shape (B, T)"),
-    (shift_previous, "the *previous* tokens"),
-    (shift_x_only, "return a pair (x, y)"),
-])
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (shift_none, "targets equal your inputs"),
+        (shift_by_two, "shifted by two"),
+        (shift_late, "start one token late"),
+        (shift_long, "must both have shape (B, T)"),
+        (shift_previous, "the *previous* tokens"),
+        (shift_x_only, "return a pair (x, y)"),
+    ],
+)
 def test_shift_mistakes_are_named(fn, words, feedback_of):
     passed, out = feedback_of(ex.check_shift, fn)
     assert passed is False and words in out, out
@@ -136,7 +147,8 @@ def attention_no_diagonal(q, k, v):
 def attention_no_scale(q, k, v):
     T = q.size(-2)
     att = (q @ k.transpose(-2, -1)).masked_fill(
-        torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
+        torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf")
+    )
     return att.softmax(-1) @ v
 
 
@@ -152,12 +164,15 @@ def attention_mask_upper(q, k, v):
     return att.softmax(-1) @ v
 
 
-@pytest.mark.parametrize("fn, words", [
-    (attention_mask_upper, "the mask is the wrong way round"),
-    (attention_no_mask, "forgot the causal mask"),
-    (attention_no_diagonal, "diagonal must stay allowed"),
-    (attention_no_scale, "sqrt(d_k)"),
-])
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (attention_mask_upper, "the mask is the wrong way round"),
+        (attention_no_mask, "forgot the causal mask"),
+        (attention_no_diagonal, "diagonal must stay allowed"),
+        (attention_no_scale, "sqrt(d_k)"),
+    ],
+)
 def test_attention_mistakes_are_named(fn, words, feedback_of):
     passed, out = feedback_of(ex.check_causal_attention, fn)
     assert passed is False and words in out, out
@@ -200,13 +215,16 @@ def lr_cosine_from_step_zero(t, hi, lo, W, S):
     return hi * (t + 1) / W if t < W else lr_no_warmup(t, hi, lo, W, S)
 
 
-@pytest.mark.parametrize("fn, words", [
-    (lr_no_warmup, "there is no warmup"),
-    (lr_cosine_from_step_zero, "must start at the end of the warmup"),
-    (lr_warmup_from_zero, "warmup starts at zero"),
-    (lr_to_zero, "should end at min_lr"),
-    (lr_no_floor_after_end, "after max_steps"),
-])
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lr_no_warmup, "there is no warmup"),
+        (lr_cosine_from_step_zero, "must start at the end of the warmup"),
+        (lr_warmup_from_zero, "warmup starts at zero"),
+        (lr_to_zero, "should end at min_lr"),
+        (lr_no_floor_after_end, "after max_steps"),
+    ],
+)
 def test_lr_mistakes_are_named(fn, words, feedback_of):
     passed, out = feedback_of(ex.check_lr_schedule, fn)
     assert passed is False and words in out, out
@@ -236,7 +254,9 @@ def groups_tied_twice(model):
 
 def test_groups_correct(feedback_of):
     assert feedback_of(ex.check_decay_groups, groups_ok) == (
-        True, "✅ groups_ok: all 2 cases passed.\n")
+        True,
+        "✅ groups_ok: all 2 cases passed.\n",
+    )
 
 
 def groups_nothing_decayed(model):
@@ -248,14 +268,17 @@ def groups_one_missing(model):
     return decay[1:], no_decay
 
 
-@pytest.mark.parametrize("fn, words", [
-    (groups_nothing_decayed, "matrices should be decayed"),
-    (groups_one_missing, "1 parameters are in neither group"),
-    (lambda model: groups_ok(model)[0], "return a pair (decay_names, no_decay_names)"),
-    (groups_all_decayed, "biases should not be decayed"),
-    (groups_ln_decayed, "LayerNorm gains should not be decayed: ['h.0.ln_1.weight'"),
-    (groups_tied_twice, "not names of model.named_parameters()"),
-])
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (groups_nothing_decayed, "matrices should be decayed"),
+        (groups_one_missing, "1 parameters are in neither group"),
+        (lambda model: groups_ok(model)[0], "return a pair (decay_names, no_decay_names)"),
+        (groups_all_decayed, "biases should not be decayed"),
+        (groups_ln_decayed, "LayerNorm gains should not be decayed: ['h.0.ln_1.weight'"),
+        (groups_tied_twice, "not names of model.named_parameters()"),
+    ],
+)
 def test_groups_mistakes_are_named(fn, words, feedback_of):
     passed, out = feedback_of(ex.check_decay_groups, fn)
     assert passed is False and words in out, out
@@ -298,15 +321,20 @@ def ppl_counting_ignored(logits, targets):
     return math.exp(nll.item() / targets.numel())
 
 
-@pytest.mark.parametrize("fn, words", [
-    (ppl_per_sequence, "not over sequences first"),
-    (ppl_counting_ignored, "must be left out of the mean"),
-    (lambda z, y: math.exp(F.cross_entropy(z.transpose(1, 2), y, reduction="sum").item()),
-     "not of the summed loss"),
-    (ppl_loss_only, "you returned the loss"),
-    (ppl_gather_without_mask, "targets equal to -100"),
-    (ppl_mean_of_exp, "exp(mean), not mean(exp)"),
-])
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (ppl_per_sequence, "not over sequences first"),
+        (ppl_counting_ignored, "must be left out of the mean"),
+        (
+            lambda z, y: math.exp(F.cross_entropy(z.transpose(1, 2), y, reduction="sum").item()),
+            "not of the summed loss",
+        ),
+        (ppl_loss_only, "you returned the loss"),
+        (ppl_gather_without_mask, "targets equal to -100"),
+        (ppl_mean_of_exp, "exp(mean), not mean(exp)"),
+    ],
+)
 def test_perplexity_mistakes_are_named(fn, words, feedback_of):
     passed, out = feedback_of(ex.check_perplexity, fn)
     assert passed is False and words in out, out
@@ -338,7 +366,9 @@ def accumulate_whole_batch(model, x, y, micro_batches):
 
 def test_accumulation_correct(feedback_of):
     assert feedback_of(ex.check_accumulation, accumulate_ok) == (
-        True, "✅ accumulate_ok: all 3 cases passed.\n")
+        True,
+        "✅ accumulate_ok: all 3 cases passed.\n",
+    )
 
 
 def accumulate_scaled_twice(model, x, y, micro_batches):
@@ -346,12 +376,15 @@ def accumulate_scaled_twice(model, x, y, micro_batches):
         (model(xb, yb)[1] / micro_batches**2).backward()
 
 
-@pytest.mark.parametrize("fn, words", [
-    (accumulate_scaled_twice, "4 times too small"),
-    (accumulate_unscaled, "4 times too large: divide each micro-batch loss"),
-    (accumulate_zeroing, "do not zero the gradients between micro-batches"),
-    (accumulate_whole_batch, "expected 2 forward passes"),
-])
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (accumulate_scaled_twice, "4 times too small"),
+        (accumulate_unscaled, "4 times too large: divide each micro-batch loss"),
+        (accumulate_zeroing, "do not zero the gradients between micro-batches"),
+        (accumulate_whole_batch, "expected 2 forward passes"),
+    ],
+)
 def test_accumulation_mistakes_are_named(fn, words, feedback_of):
     passed, out = feedback_of(ex.check_accumulation, fn)
     assert passed is False and words in out, out
@@ -360,8 +393,9 @@ def test_accumulation_mistakes_are_named(fn, words, feedback_of):
 # ---- the checkers leave the student's random state alone --------------------------------------
 
 
-@pytest.mark.parametrize("checker, fn", [(ex.check_decay_groups, groups_ok),
-                                         (ex.check_accumulation, accumulate_ok)])
+@pytest.mark.parametrize(
+    "checker, fn", [(ex.check_decay_groups, groups_ok), (ex.check_accumulation, accumulate_ok)]
+)
 def test_checkers_that_build_models_leave_the_random_state_alone(checker, fn, capsys):
     """A notebook's later cells draw the same random numbers whether or not it ran a check."""
     torch.manual_seed(123)

@@ -38,8 +38,10 @@ def todo_softmax(x):
     raise NotImplementedError
 
 
-CASES = [(torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]),),
-         Case(args=(torch.zeros(4),), hint="equal inputs give 1/n each", name="uniform")]
+CASES = [
+    (torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]),),
+    Case(args=(torch.zeros(4),), hint="equal inputs give 1/n each", name="uniform"),
+]
 
 
 def test_correct_function_passes(capsys):
@@ -79,9 +81,13 @@ def test_exception_in_student_function_is_reported_not_raised():
     assert "x.softmax(dim=5)" in problem  # the offending line of the student's code
 
 
-@pytest.mark.parametrize("fn, message", [
-    (no_return_softmax, "returned None: did you forget a `return` statement?"),
-    (todo_softmax, "not implemented yet")])
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (no_return_softmax, "returned None: did you forget a `return` statement?"),
+        (todo_softmax, "not implemented yet"),
+    ],
+)
 def test_common_mistakes_get_specific_messages(fn, message):
     feedback = run_checks(fn, CASES, reference=softmax)
     assert all(message in r.problem for r in feedback.results)
@@ -92,7 +98,8 @@ def test_dtype_is_checked_unless_disabled():
         return good_softmax(x).double()
 
     assert "wrong dtype: expected torch.float32, got torch.float64" in str(
-        run_checks(double, CASES, reference=softmax))
+        run_checks(double, CASES, reference=softmax)
+    )
     assert run_checks(double, CASES, reference=softmax, check_dtype=False).passed
 
 
@@ -136,29 +143,40 @@ def test_missing_expected_and_reference_is_an_error():
         run_checks(good_softmax, CASES)
 
 
-@pytest.mark.parametrize("expected, got, message", [
-    (torch.arange(3), np.arange(3), "expected a torch.Tensor, got ndarray"),
-    (np.array([1, 2]), np.array([1, 3]), "1 of 2 values differ; first at index (1,)"),
-    (2.0, torch.tensor(2.0), "use .item()"),
-    (1.0, "1.0", "expected a number, got str"),
-    ("hello world", "hello word", "strings differ at position 9: expected 'ld', got 'd'"),
-    ({"a": 1, "b": 2}, {"a": 1}, "keys differ: missing ['b']"),
-    ({"a": [1, 2]}, {"a": [1, 5]}, "at ['a'][1]: expected 2, got 5"),
-    ((1, 2), (1, 2, 3), "expected 2 items, got 3"),
-    (True, 1, "expected True, got 1"),
-])
+@pytest.mark.parametrize(
+    "expected, got, message",
+    [
+        (torch.arange(3), np.arange(3), "expected a torch.Tensor, got ndarray"),
+        (np.array([1, 2]), np.array([1, 3]), "1 of 2 values differ; first at index (1,)"),
+        (2.0, torch.tensor(2.0), "use .item()"),
+        (1.0, "1.0", "expected a number, got str"),
+        ("hello world", "hello word", "strings differ at position 9: expected 'ld', got 'd'"),
+        ({"a": 1, "b": 2}, {"a": 1}, "keys differ: missing ['b']"),
+        ({"a": [1, 2]}, {"a": [1, 5]}, "at ['a'][1]: expected 2, got 5"),
+        ((1, 2), (1, 2, 3), "expected 2 items, got 3"),
+        (True, 1, "expected True, got 1"),
+    ],
+)
 def test_compare_messages(expected, got, message):
     assert message in compare(expected, got)
 
 
-@pytest.mark.parametrize("expected, got", [
-    (torch.tensor([1.0, float("nan")]), torch.tensor([1.0, float("nan")])),
-    (0.1 + 0.2, 0.3), (3, np.int64(3)), ([1, "a", (2.0,)], [1, "a", (2.0,)]), (None, None)])
+@pytest.mark.parametrize(
+    "expected, got",
+    [
+        (torch.tensor([1.0, float("nan")]), torch.tensor([1.0, float("nan")])),
+        (0.1 + 0.2, 0.3),
+        (3, np.int64(3)),
+        ([1, "a", (2.0,)], [1, "a", (2.0,)]),
+        (None, None),
+    ],
+)
 def test_compare_accepts_equal_values(expected, got):
     assert compare(expected, got) is None
 
 
 # ---- the diagnosis of typical mistakes --------------------------------------------------------
+
 
 def square(n):
     return n * n
@@ -171,8 +189,10 @@ NEGATIVE = Mistake("your answer is negative", symptom=lambda case, answer: answe
 
 def results(*answers_by_n):
     """CaseResults of square(n) for (n, answer) pairs; a problem wherever answer != n * n."""
-    return [CaseResult(Case((n,)), None if a == n * n else "wrong", f"n={n}", a)
-            for n, a in answers_by_n]
+    return [
+        CaseResult(Case((n,)), None if a == n * n else "wrong", f"n={n}", a)
+        for n, a in answers_by_n
+    ]
 
 
 def test_a_mistake_needs_exactly_one_way_to_be_recognised():
@@ -219,16 +239,18 @@ def test_a_function_that_always_raises_gets_no_diagnosis():
 
 
 def test_run_checks_names_the_mistake_before_the_hint():
-    feedback = run_checks(lambda n: 2 * n, [(3,), (4,)], square, mistakes=[PLUS_ONE, TWICE],
-                          hint="n * n")
+    feedback = run_checks(
+        lambda n: 2 * n, [(3,), (4,)], square, mistakes=[PLUS_ONE, TWICE], hint="n * n"
+    )
     assert feedback.hint == "you doubled n n * n"
     assert str(feedback).endswith("  hint: you doubled n n * n")
 
 
 def test_probes_are_neither_scored_nor_shown_but_tell_mistakes_apart():
     """Case n=1 fails with 2 (both mistakes give it); the probe n=10 (answer 20) decides."""
-    feedback = run_checks(lambda n: 2 * n, [(1,)], square, mistakes=[PLUS_ONE, TWICE],
-                          probes=[(10,)])
+    feedback = run_checks(
+        lambda n: 2 * n, [(1,)], square, mistakes=[PLUS_ONE, TWICE], probes=[(10,)]
+    )
     assert len(feedback.results) == 1 and "n=10" not in str(feedback)
     assert feedback.hint == "you doubled n"
     without_probe = run_checks(lambda n: 2 * n, [(1,)], square, mistakes=[PLUS_ONE, TWICE])

@@ -30,8 +30,9 @@ def test_xent_grad_reference_matches_autograd():
 
 def test_layer_norm_reference_matches_torch():
     x, gamma, beta = torch.randn(2, 3, 8), torch.randn(8), torch.randn(8)
-    torch.testing.assert_close(d.layer_norm_reference(x, gamma, beta),
-                               F.layer_norm(x, (8,), gamma, beta, eps=1e-5))
+    torch.testing.assert_close(
+        d.layer_norm_reference(x, gamma, beta), F.layer_norm(x, (8,), gamma, beta, eps=1e-5)
+    )
 
 
 def test_param_count_reference_matches_a_real_model():
@@ -42,8 +43,11 @@ def test_param_count_reference_matches_a_real_model():
 
 def test_adamw_reference_matches_torch_optim_over_several_steps():
     p = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
-    theta, m, v = p.detach().clone(), torch.zeros(4, 3, dtype=torch.float64), \
-        torch.zeros(4, 3, dtype=torch.float64)
+    theta, m, v = (
+        p.detach().clone(),
+        torch.zeros(4, 3, dtype=torch.float64),
+        torch.zeros(4, 3, dtype=torch.float64),
+    )
     opt = torch.optim.AdamW([p], lr=0.01, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     for t in range(1, 6):
         grad = torch.randn(4, 3, dtype=torch.float64)
@@ -54,10 +58,12 @@ def test_adamw_reference_matches_torch_optim_over_several_steps():
 
 
 def test_causal_attention_reference_matches_sdpa():
-    x, W_q, W_k, W_v = (torch.randn(s, dtype=torch.float64) for s in
-                        ((5, 6), (6, 4), (6, 4), (6, 4)))
+    x, W_q, W_k, W_v = (
+        torch.randn(s, dtype=torch.float64) for s in ((5, 6), (6, 4), (6, 4), (6, 4))
+    )
     expected = F.scaled_dot_product_attention(
-        (x @ W_q)[None], (x @ W_k)[None], (x @ W_v)[None], is_causal=True)[0]
+        (x @ W_q)[None], (x @ W_k)[None], (x @ W_v)[None], is_causal=True
+    )[0]
     torch.testing.assert_close(d.causal_attention_reference(x, W_q, W_k, W_v), expected)
 
 
@@ -71,12 +77,15 @@ def test_softmax_correct_passes(feedback_of):
     assert passed and out == "✅ softmax: all 4 cases passed.\n"
 
 
-@pytest.mark.parametrize("wrong, words", [
-    (naive_softmax, "exp overflows"),
-    (lambda z: torch.exp(z) / torch.exp(z).sum(), "whole tensor"),
-    (lambda z: torch.softmax(z, dim=0), "first dimension (dim=0)"),
-    (lambda z: z / z.sum(dim=-1, keepdim=True), "without exponentiating"),
-])
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (naive_softmax, "exp overflows"),
+        (lambda z: torch.exp(z) / torch.exp(z).sum(), "whole tensor"),
+        (lambda z: torch.softmax(z, dim=0), "first dimension (dim=0)"),
+        (lambda z: z / z.sum(dim=-1, keepdim=True), "without exponentiating"),
+    ],
+)
 def test_softmax_mistakes_are_named(wrong, words, feedback_of):
     passed, out = feedback_of(d.check_softmax, wrong)
     assert not passed and words in out, out
@@ -94,12 +103,18 @@ def test_xent_grad_correct_passes(feedback_of):
     assert passed and "all 3 cases passed" in out
 
 
-@pytest.mark.parametrize("wrong, words", [
-    (lambda z, t: torch.softmax(z, -1) - F.one_hot(t, z.shape[1]), "divide p - y by N"),
-    (lambda z, t: (F.one_hot(t, z.shape[1]) - torch.softmax(z, -1)) / len(z), "sign is flipped"),
-    (lambda z, t: (z - F.one_hot(t, z.shape[1])) / len(z), "from the logits"),
-    (lambda z, t: torch.softmax(z, -1) / len(z), "forgot to subtract"),
-])
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (lambda z, t: torch.softmax(z, -1) - F.one_hot(t, z.shape[1]), "divide p - y by N"),
+        (
+            lambda z, t: (F.one_hot(t, z.shape[1]) - torch.softmax(z, -1)) / len(z),
+            "sign is flipped",
+        ),
+        (lambda z, t: (z - F.one_hot(t, z.shape[1])) / len(z), "from the logits"),
+        (lambda z, t: torch.softmax(z, -1) / len(z), "forgot to subtract"),
+    ],
+)
 def test_xent_grad_mistakes_are_named(wrong, words, feedback_of):
     passed, out = feedback_of(d.check_xent_grad, wrong)
     assert not passed and words in out, out
@@ -109,6 +124,7 @@ def test_xent_grad_mistakes_are_named(wrong, words, feedback_of):
 def test_layer_norm_correct_passes(feedback_of):
     def mine(x, gamma, beta, eps=1e-5):
         return F.layer_norm(x, x.shape[-1:], gamma, beta, eps)
+
     passed, out = feedback_of(d.check_layer_norm, mine)
     assert passed, out
 
@@ -126,9 +142,14 @@ def eps_outside_ln(x, gamma, beta, eps=1e-5):
     return gamma * (x - mu) / (x.std(-1, unbiased=False, keepdim=True) + eps) + beta
 
 
-@pytest.mark.parametrize("wrong, words", [(unbiased_ln, "unbiased variance"),
-                                          (no_affine_ln, "gain and bias"),
-                                          (eps_outside_ln, "inside the square root")])
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (unbiased_ln, "unbiased variance"),
+        (no_affine_ln, "gain and bias"),
+        (eps_outside_ln, "inside the square root"),
+    ],
+)
 def test_layer_norm_mistakes_are_named(wrong, words, feedback_of):
     passed, out = feedback_of(d.check_layer_norm, wrong)
     assert not passed and words in out, out
@@ -144,26 +165,31 @@ def test_param_count_correct_passes(feedback_of):
     assert passed and "all 4 cases passed" in out
 
 
-@pytest.mark.parametrize("wrong, words", [
-    (lambda V, T, L, C: formula(V, T, L, C) + V * C, "ties it"),
-    (lambda V, T, L, C: formula(V, T, L, C) - T * C, "position embedding"),
-    (lambda V, T, L, C: formula(V, T, L, C) - 2 * C, "ln_f"),
-    (lambda V, T, L, C: V * C + T * C + L * (12 * C * C + 2 * C) + C, "no biases"),
-    (lambda V, T, L, C: V * C + T * C + L * (8 * C * C + 13 * C) + 2 * C, "MLP is too small"),
-])
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (lambda V, T, L, C: formula(V, T, L, C) + V * C, "ties it"),
+        (lambda V, T, L, C: formula(V, T, L, C) - T * C, "position embedding"),
+        (lambda V, T, L, C: formula(V, T, L, C) - 2 * C, "ln_f"),
+        (lambda V, T, L, C: V * C + T * C + L * (12 * C * C + 2 * C) + C, "no biases"),
+        (lambda V, T, L, C: V * C + T * C + L * (8 * C * C + 13 * C) + 2 * C, "MLP is too small"),
+    ],
+)
 def test_param_count_mistakes_are_named(wrong, words, feedback_of):
     passed, out = feedback_of(d.check_param_count, wrong)
     assert not passed and words in out, out
 
 
 # ----------------------------------------------------------------- AdamW
-def torch_adamw_step(theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
-                     weight_decay=0.1):
+def torch_adamw_step(theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
     """The step torch.optim.AdamW takes from the state (m, v) after t - 1 steps."""
     p = torch.nn.Parameter(theta.clone())
     opt = torch.optim.AdamW([p], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    opt.state[p] = {"step": torch.tensor(float(t - 1)), "exp_avg": m.clone(),
-                    "exp_avg_sq": v.clone()}
+    opt.state[p] = {
+        "step": torch.tensor(float(t - 1)),
+        "exp_avg": m.clone(),
+        "exp_avg_sq": v.clone(),
+    }
     p.grad = grad.clone()
     opt.step()
     return p.detach(), opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"]
@@ -174,15 +200,15 @@ def test_adamw_correct_passes(feedback_of):
     assert passed and "all 3 cases passed" in out, out
 
 
-def adamw_without_correction(theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
-                             weight_decay=0.1):
+def adamw_without_correction(
+    theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1
+):
     m = betas[0] * m + (1 - betas[0]) * grad
     v = betas[1] * v + (1 - betas[1]) * grad**2
     return theta - lr * (m / (v.sqrt() + eps) + weight_decay * theta), m, v
 
 
-def adamw_from_zero(theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
-                    weight_decay=0.1):
+def adamw_from_zero(theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
     return d.adamw_step_reference(theta, grad, m, v, t - 1, lr, betas, eps, weight_decay)
 
 
@@ -190,9 +216,14 @@ def adam_l2(theta, grad, m, v, t, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_d
     return d.adamw_step_reference(theta, grad + weight_decay * theta, m, v, t, lr, betas, eps, 0.0)
 
 
-@pytest.mark.parametrize("wrong, words", [(adamw_without_correction, "bias correction"),
-                                          (adamw_from_zero, "count steps from 0"),
-                                          (adam_l2, "L2 penalty")])
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (adamw_without_correction, "bias correction"),
+        (adamw_from_zero, "count steps from 0"),
+        (adam_l2, "L2 penalty"),
+    ],
+)
 def test_adamw_mistakes_are_named(wrong, words, feedback_of):
     passed, out = feedback_of(d.check_adamw_step, wrong)
     assert not passed and words in out, out
@@ -214,16 +245,22 @@ def test_causal_attention_correct_passes(feedback_of):
     assert passed and "all 3 cases passed" in out
 
 
-@pytest.mark.parametrize("kwargs, words", [(dict(causal=False), "no causal mask"),
-                                           (dict(transpose=True), "transposed"),
-                                           (dict(scale=False), "not scaled")])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(causal=False), "no causal mask"),
+        (dict(transpose=True), "transposed"),
+        (dict(scale=False), "not scaled"),
+    ],
+)
 def test_causal_attention_mistakes_are_named(kwargs, words, feedback_of):
     passed, out = feedback_of(d.check_causal_attention, lambda *a: attention(*a, **kwargs))
     assert not passed and words in out, out
 
 
 def test_wrong_weight_orientation_reports_the_shapes(feedback_of):
-    passed, out = feedback_of(d.check_causal_attention,
-                              lambda x, W_q, W_k, W_v: attention(x, W_q.T, W_k.T, W_v.T))
+    passed, out = feedback_of(
+        d.check_causal_attention, lambda x, W_q, W_k, W_v: attention(x, W_q.T, W_k.T, W_v.T)
+    )
     assert not passed
     assert "raised RuntimeError" in out and "Q = x @ W_q" in out

@@ -48,17 +48,21 @@ def test_kv_cache_reference_matches_a_real_cache(dtype):
 def test_mfu_correct_passes(feedback_of):
     def mine(tokens_per_s, n_params, n_layer, n_embd, seq_len, peak_flops):
         return 6 * (n_params + n_layer * seq_len * n_embd) * tokens_per_s / peak_flops
+
     passed, out = feedback_of(p.check_mfu, mine)
     assert passed and "all 3 cases passed" in out
 
 
-@pytest.mark.parametrize("wrong, words", [
-    (lambda t, n, L, C, T, peak: (2 * n + 2 * L * T * C) * t / peak, "only the forward pass"),
-    (lambda t, n, L, C, T, peak: 6 * n * t / peak, "leave out attention"),
-    (lambda t, n, L, C, T, peak: (6 * n + 2 * L * T * C) * t / peak, "must be tripled"),
-    (lambda t, n, L, C, T, peak: 600 * (n + L * T * C) * t / peak, "percentage"),
-    (lambda t, n, L, C, T, peak: 6 * (n + L * T * C) * t / peak * 1e3, "above 1"),
-])
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (lambda t, n, L, C, T, peak: (2 * n + 2 * L * T * C) * t / peak, "only the forward pass"),
+        (lambda t, n, L, C, T, peak: 6 * n * t / peak, "leave out attention"),
+        (lambda t, n, L, C, T, peak: (6 * n + 2 * L * T * C) * t / peak, "must be tripled"),
+        (lambda t, n, L, C, T, peak: 600 * (n + L * T * C) * t / peak, "percentage"),
+        (lambda t, n, L, C, T, peak: 6 * (n + L * T * C) * t / peak * 1e3, "above 1"),
+    ],
+)
 def test_mfu_mistakes_are_named(wrong, words, feedback_of):
     passed, out = feedback_of(p.check_mfu, wrong)
     assert not passed and words in out, out
@@ -66,18 +70,22 @@ def test_mfu_mistakes_are_named(wrong, words, feedback_of):
 
 # ----------------------------------------------------------------- bits per character
 def test_bits_per_char_correct_passes(feedback_of):
-    passed, out = feedback_of(p.check_bits_per_char,
-                              lambda loss, t, c: loss * t / (c * math.log(2)))
+    passed, out = feedback_of(
+        p.check_bits_per_char, lambda loss, t, c: loss * t / (c * math.log(2))
+    )
     assert passed and "all 4 cases passed" in out
 
 
-@pytest.mark.parametrize("wrong, words", [
-    (lambda loss, t, c: loss * t / c, "convert nats to bits"),
-    (lambda loss, t, c: loss * math.log(2) * t / c, "multiplied by ln 2"),
-    (lambda loss, t, c: loss / math.log(2) * c / t, "upside down"),
-    (lambda loss, t, c: loss / math.log(2), "bits per token"),
-    (lambda loss, t, c: loss / math.log(10) * t / c, "ln 10"),
-])
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (lambda loss, t, c: loss * t / c, "convert nats to bits"),
+        (lambda loss, t, c: loss * math.log(2) * t / c, "multiplied by ln 2"),
+        (lambda loss, t, c: loss / math.log(2) * c / t, "upside down"),
+        (lambda loss, t, c: loss / math.log(2), "bits per token"),
+        (lambda loss, t, c: loss / math.log(10) * t / c, "ln 10"),
+    ],
+)
 def test_bits_per_char_mistakes_are_named(wrong, words, feedback_of):
     passed, out = feedback_of(p.check_bits_per_char, wrong)
     assert not passed and words in out, out
@@ -86,14 +94,15 @@ def test_bits_per_char_mistakes_are_named(wrong, words, feedback_of):
 # ----------------------------------------------------------------- distinct-n
 def test_distinct_n_correct_passes(feedback_of):
     def mine(tokens, n):
-        grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+        grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
         return len(set(grams)) / max(len(grams), 1)
+
     passed, out = feedback_of(p.check_distinct_n, mine)
     assert passed and "all 6 cases passed" in out
 
 
 def distinct_by_tokens(tokens, n):
-    return len({tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}) / len(tokens)
+    return len({tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}) / len(tokens)
 
 
 def distinct_unigrams(tokens, n):
@@ -101,7 +110,7 @@ def distinct_unigrams(tokens, n):
 
 
 def distinct_count(tokens, n):
-    return len({tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)})
+    return len({tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)})
 
 
 def distinct_bigrams(tokens, n):
@@ -109,17 +118,20 @@ def distinct_bigrams(tokens, n):
 
 
 def distinct_zero_division(tokens, n):
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(set(grams)) / len(grams)
 
 
-@pytest.mark.parametrize("wrong, words", [
-    (distinct_by_tokens, "L - n + 1"),
-    (distinct_unigrams, "distinct tokens, not distinct n-grams"),
-    (distinct_count, "divide it by the number of n-grams"),
-    (distinct_bigrams, "always count bigrams"),
-    (distinct_zero_division, "ZeroDivisionError"),
-])
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (distinct_by_tokens, "L - n + 1"),
+        (distinct_unigrams, "distinct tokens, not distinct n-grams"),
+        (distinct_count, "divide it by the number of n-grams"),
+        (distinct_bigrams, "always count bigrams"),
+        (distinct_zero_division, "ZeroDivisionError"),
+    ],
+)
 def test_distinct_n_mistakes_are_named(wrong, words, feedback_of):
     passed, out = feedback_of(p.check_distinct_n, wrong)
     assert not passed and words in out, out
@@ -135,6 +147,7 @@ def test_kv_cache_bytes_correct_passes(feedback_of):
     def mine(config, batch_size, seq_len, dtype):
         nbytes = torch.tensor([], dtype=dtype).element_size()
         return 2 * config.n_layer * batch_size * seq_len * config.n_embd * nbytes
+
     passed, out = feedback_of(p.check_kv_cache_bytes, mine)
     assert passed and "all 4 cases passed" in out
 
@@ -143,14 +156,17 @@ def ref(cfg, B, T, dtype):
     return p.kv_cache_bytes_reference(cfg, B, T, dtype)
 
 
-@pytest.mark.parametrize("wrong, words", [
-    (lambda cfg, B, T, dtype: ref(cfg, B, T, dtype) // 2, "only the keys"),
-    (lambda cfg, B, T, dtype: ref(cfg, B, T, dtype) // cfg.n_layer, "multiply by n_layer"),
-    (lambda cfg, B, T, dtype: ref(cfg, 1, T, dtype), "left out the batch"),
-    (lambda cfg, B, T, dtype: ref(cfg, B, T, torch.float32), "4 bytes per number"),
-    (lambda cfg, B, T, dtype: 8 * ref(cfg, B, T, dtype), "you return bits"),
-    (lambda cfg, B, T, dtype: ref(cfg, B, T, dtype) // cfg.n_head, "one head"),
-])
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (lambda cfg, B, T, dtype: ref(cfg, B, T, dtype) // 2, "only the keys"),
+        (lambda cfg, B, T, dtype: ref(cfg, B, T, dtype) // cfg.n_layer, "multiply by n_layer"),
+        (lambda cfg, B, T, dtype: ref(cfg, 1, T, dtype), "left out the batch"),
+        (lambda cfg, B, T, dtype: ref(cfg, B, T, torch.float32), "4 bytes per number"),
+        (lambda cfg, B, T, dtype: 8 * ref(cfg, B, T, dtype), "you return bits"),
+        (lambda cfg, B, T, dtype: ref(cfg, B, T, dtype) // cfg.n_head, "one head"),
+    ],
+)
 def test_kv_cache_bytes_mistakes_are_named(wrong, words, feedback_of):
     passed, out = feedback_of(p.check_kv_cache_bytes, wrong)
     assert not passed and words in out, out

@@ -46,8 +46,9 @@ def test_a_conversation_encodes_to_hand_derived_ids_and_mask():
 
 def test_system_turns_and_the_generation_prompt_are_never_learned():
     fmt = chat()
-    ids, mask = fmt.encode_conversation([{"role": "system", "content": "Be"}, *CHAT[:1]],
-                                        add_generation_prompt=True)
+    ids, mask = fmt.encode_conversation(
+        [{"role": "system", "content": "Be"}, *CHAT[:1]], add_generation_prompt=True
+    )
     assert ids == [SYSTEM, 66, 101, END, USER, 72, 105, END, ASSISTANT]
     assert mask == [0] * len(ids)
     assert fmt.vocab_size == 260 and fmt.end_id == END
@@ -107,8 +108,9 @@ def test_sft_targets_mask_the_prompt():
 def test_the_masked_loss_is_cross_entropy_over_unmasked_positions_only():
     """Hand computation: mean of -log softmax(logits[t])[y[t]] over the t with y[t] != -100."""
     model, fmt = resize_vocab(tiny(), 260), chat()
-    ids, mask = fmt.encode_conversation([{"role": "user", "content": "To be?"},
-                                         {"role": "assistant", "content": "Or not."}])
+    ids, mask = fmt.encode_conversation(
+        [{"role": "user", "content": "To be?"}, {"role": "assistant", "content": "Or not."}]
+    )
     x, y = sft_targets(ids, mask)
     logits, loss = model(x[None], y[None])
     logp = torch.log_softmax(logits[0], dim=-1)  # (T, V)
@@ -135,12 +137,16 @@ def test_a_padded_batch_has_the_loss_of_its_examples_token_by_token():
     the batch loss is the sum of the examples' token losses over the number of targets."""
     model = tiny()
     g = torch.Generator().manual_seed(2)
-    pairs = [sft_targets(torch.randint(0, 256, (n,), generator=g), [0] * 3 + [1] * (n - 3))
-             for n in (6, 11)]
+    pairs = [
+        sft_targets(torch.randint(0, 256, (n,), generator=g), [0] * 3 + [1] * (n - 3))
+        for n in (6, 11)
+    ]
     X, Y = collate(pairs, block_size=64)
     _, loss = model(X, Y)
-    sums = [F.cross_entropy(model(x[None])[0][0], y, ignore_index=IGNORE, reduction="sum")
-            for x, y in pairs]
+    sums = [
+        F.cross_entropy(model(x[None])[0][0], y, ignore_index=IGNORE, reduction="sum")
+        for x, y in pairs
+    ]
     count = sum(int((y != IGNORE).sum()) for _, y in pairs)
     torch.testing.assert_close(loss, sum(sums) / count)
 
@@ -179,8 +185,7 @@ def test_freezing_modes_leave_exactly_the_expected_parameters_trainable():
     12 C^2 + 13 C = 49984; ln_f: 2 C = 128. Everything: the GPT's parameters plus the head."""
     clf = GPTClassifier(tiny(), n_classes=3)
     assert freeze(clf, "head") == 195
-    assert {n for n, p in clf.named_parameters() if p.requires_grad} == {"head.weight",
-                                                                         "head.bias"}
+    assert {n for n, p in clf.named_parameters() if p.requires_grad} == {"head.weight", "head.bias"}
     assert freeze(clf, "last_k", k=1) == 195 + 49984 + 128
     trainable = {n for n, p in clf.named_parameters() if p.requires_grad}
     assert {n.split(".")[1] for n in trainable if n.startswith("gpt.")} == {"h", "ln_f"}

@@ -119,13 +119,16 @@ def test_bad_sampling_arguments():
 # --- the sampling config -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(temperature=-0.5), "temperature must be >= 0, got -0.5"),
-    (dict(top_k=0), "top_k must be a positive integer or None, got 0"),
-    (dict(top_k=2.5), "top_k must be a positive integer or None, got 2.5"),
-    (dict(top_p=0.0), r"top_p must be in \(0, 1\] or None, got 0.0"),
-    (dict(repetition_penalty=0), "repetition_penalty must be positive, got 0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(temperature=-0.5), "temperature must be >= 0, got -0.5"),
+        (dict(top_k=0), "top_k must be a positive integer or None, got 0"),
+        (dict(top_k=2.5), "top_k must be a positive integer or None, got 2.5"),
+        (dict(top_p=0.0), r"top_p must be in \(0, 1\] or None, got 0.0"),
+        (dict(repetition_penalty=0), "repetition_penalty must be positive, got 0"),
+    ],
+)
 def test_sampling_config_rejects_bad_values_when_it_is_made(options, message):
     with pytest.raises(ValueError, match=message):
         SamplingConfig(**options)
@@ -148,11 +151,14 @@ def test_bad_max_new_tokens_fails_at_the_call(model):
 # --- generation with a model ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sampling", [
-    GREEDY,
-    SamplingConfig(temperature=0.8, top_k=20),
-    SamplingConfig(temperature=1.2, top_p=0.9, repetition_penalty=1.3),
-])
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        GREEDY,
+        SamplingConfig(temperature=0.8, top_k=20),
+        SamplingConfig(temperature=1.2, top_p=0.9, repetition_penalty=1.3),
+    ],
+)
 def test_kv_cache_generation_equals_no_cache(model, sampling):
     """Also past block_size=32: 5 + 40 tokens, so the cache fills up and falls back."""
     idx = prompt(B=2)
@@ -231,8 +237,9 @@ def test_stop_tokens_in_a_batch_pad_finished_rows(model):
 
 def test_stream_yields_the_tokens_of_generate(model):
     sampling = SamplingConfig(temperature=0.9, top_k=50)
-    streamed = list(stream(model, prompt(), 15, sampling,
-                           generator=torch.Generator().manual_seed(2)))
+    streamed = list(
+        stream(model, prompt(), 15, sampling, generator=torch.Generator().manual_seed(2))
+    )
     generated = generate(model, prompt(), 15, sampling, generator=torch.Generator().manual_seed(2))
     assert all(isinstance(t, int) for t in streamed)
     assert streamed == generated[0, 5:].tolist()
@@ -297,8 +304,9 @@ class Scripted(torch.nn.Module):
 def test_stream_text_yields_whole_characters_as_they_are_sampled():
     script = "aé€😀!".encode()  # 1 + 2 + 3 + 4 + 1 bytes
     model = Scripted(script, prompt_len=1)
-    pieces = stream_text(model, BPETokenizer(), torch.tensor([[ord("x")]]), len(script), GREEDY,
-                         use_cache=False)
+    pieces = stream_text(
+        model, BPETokenizer(), torch.tensor([[ord("x")]]), len(script), GREEDY, use_cache=False
+    )
     assert list(pieces) == ["a", "é", "€", "😀", "!"]
 
 
@@ -308,10 +316,11 @@ def test_stream_text_joins_to_the_decoded_generation(model):
     tok = BPETokenizer()
     idx = torch.tensor([tok.encode("né")])
     sampling = SamplingConfig(temperature=1.0)
-    pieces = list(stream_text(model, tok, idx, 25, sampling,
-                              generator=torch.Generator().manual_seed(3)))
+    pieces = list(
+        stream_text(model, tok, idx, 25, sampling, generator=torch.Generator().manual_seed(3))
+    )
     out = generate(model, idx, 25, sampling, generator=torch.Generator().manual_seed(3))
-    assert "".join(pieces) == tok.decode(out[0, idx.size(1):].tolist())
+    assert "".join(pieces) == tok.decode(out[0, idx.size(1) :].tolist())
     assert not any(piece.endswith("\ufffd") for piece in pieces[:-1])
 
 
@@ -319,8 +328,9 @@ def test_stream_text_joins_to_the_decoded_generation(model):
 
 
 def test_beam_search_with_one_beam_is_greedy(model):
-    assert torch.equal(beam_search(model, prompt(), 12, beam_size=1),
-                       generate(model, prompt(), 12, GREEDY))
+    assert torch.equal(
+        beam_search(model, prompt(), 12, beam_size=1), generate(model, prompt(), 12, GREEDY)
+    )
 
 
 def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy(model):
@@ -339,8 +349,11 @@ def exhaustive_search(model, idx, n, stops, length_penalty):
     anywhere. Returns the best one, (1, T + length)."""
     V, best = model.config.vocab_size, (-math.inf, None)
     for length in range(1, n + 1):
-        conts = [c for c in itertools.product(range(V), repeat=length)
-                 if not set(c[:-1]) & stops and (length == n or c[-1] in stops)]
+        conts = [
+            c
+            for c in itertools.product(range(V), repeat=length)
+            if not set(c[:-1]) & stops and (length == n or c[-1] in stops)
+        ]
         if not conts:
             continue
         seqs = torch.cat([idx.expand(len(conts), -1), torch.tensor(conts)], dim=1)
@@ -351,9 +364,9 @@ def exhaustive_search(model, idx, n, stops, length_penalty):
     return best[1]
 
 
-@pytest.mark.parametrize("stops, length_penalty", [
-    ((), 1.0), ((3,), 0.5), ((7,), 0.0), ((2,), 1.0), ((2, 5), 2.0),
-])
+@pytest.mark.parametrize(
+    "stops, length_penalty", [((), 1.0), ((3,), 0.5), ((7,), 0.0), ((2,), 1.0), ((2, 5), 2.0)]
+)
 def test_beam_search_with_a_wide_beam_is_exhaustive_search(stops, length_penalty):
     """With V = 8 and 3 new tokens, a beam of 64 = V^2 keeps every live prefix, so beam search
     must return the best of all finished continuations, found by enumerating them. On these

@@ -70,8 +70,12 @@ def test_unmerge_restores_the_base_weights():
     assert not torch.allclose(w, reference.h[0].attn.c_attn.weight, atol=1e-6)
     unmerge_lora(model)
     for name in ("h.0.attn.c_attn", "h.1.mlp.c_fc"):
-        torch.testing.assert_close(model.get_submodule(name).base.weight,
-                                   reference.get_submodule(name).weight, rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            model.get_submodule(name).base.weight,
+            reference.get_submodule(name).weight,
+            rtol=0,
+            atol=1e-6,
+        )
 
 
 def test_remove_lora_gives_a_plain_gpt_with_the_merged_weights():
@@ -83,8 +87,9 @@ def test_remove_lora_gives_a_plain_gpt_with_the_merged_weights():
     torch.testing.assert_close(model(x)[0], adapted, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("targets, r", [(("attn.c_attn",), 4), (("attn.c_attn", "mlp.c_proj"), 2),
-                                        (("mlp.c_fc",), 8)])
+@pytest.mark.parametrize(
+    "targets, r", [(("attn.c_attn",), 4), (("attn.c_attn", "mlp.c_proj"), 2), (("mlp.c_fc",), 8)]
+)
 def test_trainable_parameters_are_r_times_in_plus_out_per_layer(targets, r):
     """A is (r x in) and B is (out x r): r * (in + out) numbers per wrapped layer.
 
@@ -119,8 +124,9 @@ def test_gradients_reach_only_A_and_B():
 def test_lora_state_dict_round_trips_into_a_fresh_adapted_model():
     model, x = trained(), tokens()
     state = lora_state_dict(model)
-    assert set(state) == {f"h.{i}.{t}.lora_{ab}" for i in (0, 1)
-                          for t in ("attn.c_attn", "mlp.c_fc") for ab in "AB"}
+    assert set(state) == {
+        f"h.{i}.{t}.lora_{ab}" for i in (0, 1) for t in ("attn.c_attn", "mlp.c_fc") for ab in "AB"
+    }
     fresh = tiny()
     add_lora(fresh, ("attn.c_attn", "mlp.c_fc"), r=4, alpha=8)
     load_lora_state_dict(fresh, state)

@@ -60,14 +60,26 @@ def test_from_dict_names_unknown_keys():
 
 def test_the_saved_config_holds_no_code_path_switch():
     """The attention path is not a hyper-parameter: it is not in the config a checkpoint saves."""
-    assert set(GPTConfig().to_dict()) == {"vocab_size", "block_size", "n_layer", "n_head",
-                                          "n_embd", "dropout", "bias"}
+    assert set(GPTConfig().to_dict()) == {
+        "vocab_size",
+        "block_size",
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "dropout",
+        "bias",
+    }
 
 
 def test_presets():
     gpt2 = GPTConfig.preset("gpt2")
     assert (gpt2.n_layer, gpt2.n_head, gpt2.n_embd, gpt2.block_size, gpt2.vocab_size) == (
-        12, 12, 768, 1024, 50257)
+        12,
+        12,
+        768,
+        1024,
+        50257,
+    )
     assert GPTConfig.preset("tiny", n_layer=3).n_layer == 3
     assert 1_000_000 < param_count(GPTConfig.preset("book")) < 10_000_000  # "a few million"
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
@@ -150,12 +162,14 @@ def test_attention_maps_match_a_computation_by_hand(attention):
     above_diagonal = torch.triu(torch.full((T, T), float("-inf")), diagonal=1)  # (T, T)
     assert len(maps) == model.config.n_layer
     for block, h, got in zip(model.h, states[:-1], maps, strict=True):
-        qkv = torch.nn.functional.linear(block.ln_1(h), block.attn.c_attn.weight,
-                                         block.attn.c_attn.bias)  # (B, T, 3C)
+        qkv = torch.nn.functional.linear(
+            block.ln_1(h), block.attn.c_attn.weight, block.attn.c_attn.bias
+        )  # (B, T, 3C)
         q = qkv[..., :C].reshape(B, T, nh, C // nh).permute(0, 2, 1, 3)  # (B, nh, T, hs)
         k = qkv[..., C : 2 * C].reshape(B, T, nh, C // nh).permute(0, 2, 1, 3)
-        expected = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(C // nh) + above_diagonal,
-                                 dim=-1)  # (B, nh, T, T)
+        expected = torch.softmax(
+            q @ k.transpose(-1, -2) / math.sqrt(C // nh) + above_diagonal, dim=-1
+        )  # (B, nh, T, T)
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
         assert (got.triu(diagonal=1) == 0).all()
         torch.testing.assert_close(got.sum(-1), torch.ones(B, nh, T))
@@ -178,8 +192,9 @@ def test_positions_with_target_minus_100_are_ignored():
     masked[:, :6] = -100
     _, loss = model(idx, masked)
     logits, _ = model(idx)
-    expected = torch.nn.functional.cross_entropy(logits[:, 6:].reshape(-1, 256),
-                                                 targets[:, 6:].reshape(-1))
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, 6:].reshape(-1, 256), targets[:, 6:].reshape(-1)
+    )
     torch.testing.assert_close(loss, expected)
 
 
@@ -199,8 +214,11 @@ def test_overfits_one_batch():
 
 def test_too_long_input_raises_a_clear_error():
     model = tiny()
-    with pytest.raises(ValueError, match="sequence of length 65 exceeds the context length "
-                                         r"block_size=64; crop the prompt \(generate"):
+    with pytest.raises(
+        ValueError,
+        match="sequence of length 65 exceeds the context length "
+        r"block_size=64; crop the prompt \(generate",
+    ):
         model(tokens(1, 65))
     cache = KVCache.for_model(model, 1)
     model(tokens(1, 60), kv_cache=cache)
@@ -214,10 +232,17 @@ def test_too_long_input_raises_a_clear_error():
 # --- counting ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, overrides", [
-    ("tiny", {}), ("small", {}), ("book", {}), ("gpt2", {}),
-    ("tiny", dict(bias=False)), ("tiny", dict(n_layer=5, n_head=4, vocab_size=1000)),
-])
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("tiny", {}),
+        ("small", {}),
+        ("book", {}),
+        ("gpt2", {}),
+        ("tiny", dict(bias=False)),
+        ("tiny", dict(n_layer=5, n_head=4, vocab_size=1000)),
+    ],
+)
 def test_param_count_formula_matches_the_model(name, overrides):
     cfg = GPTConfig.preset(name, **overrides)
     with torch.device("meta"):  # no memory, no init time, even for GPT-2's 124M
@@ -234,9 +259,13 @@ def test_param_breakdown_by_hand():
     8C^2 + 5C, LayerNorms 2 per block and ln_f, 2C each."""
     C, L = 64, 2
     assert tiny().param_breakdown() == dict(
-        token_embedding=256 * C, position_embedding=64 * C, attention=L * (4 * C * C + 4 * C),
-        mlp=L * (8 * C * C + 5 * C), layernorm=(2 * L + 1) * 2 * C,
-        total=param_count(GPTConfig.preset("tiny")))
+        token_embedding=256 * C,
+        position_embedding=64 * C,
+        attention=L * (4 * C * C + 4 * C),
+        mlp=L * (8 * C * C + 5 * C),
+        layernorm=(2 * L + 1) * 2 * C,
+        total=param_count(GPTConfig.preset("tiny")),
+    )
 
 
 def test_gpt2_numbers():
@@ -246,10 +275,15 @@ def test_gpt2_numbers():
     assert model.lm_head.weight is model.wte.weight
 
 
-@pytest.mark.parametrize("overrides, T", [
-    ({}, 64), ({}, 17), (dict(bias=False), 30),
-    (dict(n_layer=3, n_head=4, n_embd=32, vocab_size=100), 20),
-])
+@pytest.mark.parametrize(
+    "overrides, T",
+    [
+        ({}, 64),
+        ({}, 17),
+        (dict(bias=False), 30),
+        (dict(n_layer=3, n_head=4, n_embd=32, vocab_size=100), 20),
+    ],
+)
 def test_flops_per_token_against_a_flop_counter(overrides, T):
     """Independent oracle: torch's FlopCounterMode counts the matrix products that really run.
 
@@ -275,8 +309,9 @@ def test_flops_per_token_against_a_flop_counter(overrides, T):
     assert counter.get_total_flops() == B * T * expected
     with FlopCounterMode(display=False) as counter:
         model(idx, targets)[1].backward()
-    expected = model.flops_per_token(training=True, seq_len=T) + 3 * (2 * L * T * C
-                                                                       - 2 * not_matmul)
+    expected = model.flops_per_token(training=True, seq_len=T) + 3 * (
+        2 * L * T * C - 2 * not_matmul
+    )
     assert counter.get_total_flops() == B * T * expected
 
 
@@ -284,7 +319,8 @@ def test_flops_per_token_uses_block_size_by_default():
     model = tiny()
     assert model.flops_per_token() == model.flops_per_token(seq_len=64)
     assert model.flops_per_token(seq_len=64) - model.flops_per_token(seq_len=32) == (
-        2 * 2 * 32 * 64)  # 2 L (64 - 32) C: only the attention term depends on T
+        2 * 2 * 32 * 64
+    )  # 2 L (64 - 32) C: only the attention term depends on T
 
 
 def test_residual_projections_get_the_scaled_init():

@@ -8,11 +8,18 @@ import torch
 
 from gptlib.ngram import NGramModel, _discount_table, evaluate, sweep_orders
 
-TEXT = ("the cat sat on the mat. the dog sat on the log. a cat and a dog met on a mat; "
-        "the cat ran, the dog sat.\n") * 3
+TEXT = (
+    "the cat sat on the mat. the dog sat on the log. a cat and a dog met on a mat; "
+    "the cat ran, the dog sat.\n"
+) * 3
 HELD_OUT = "the dog ran on the mat. a cat sat on a log.\n"
-ALL_SMOOTHINGS = [("add-k", {"k": 1.0}), ("add-k", {"k": 0.1}), ("kneser-ney", {}),
-                  ("modified-kneser-ney", {}), ("kneser-ney", {"discount": 0.9})]
+ALL_SMOOTHINGS = [
+    ("add-k", {"k": 1.0}),
+    ("add-k", {"k": 0.1}),
+    ("kneser-ney", {}),
+    ("modified-kneser-ney", {}),
+    ("kneser-ney", {"discount": 0.9}),
+]
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 5])
@@ -28,7 +35,7 @@ def test_distribution_sums_to_one(order, smoothing, kwargs, context):
 
 
 def test_unigram_entropy_matches_hand_formula():
-    """"aaab": P(a)=3/4, P(b)=1/4, so H = -(3/4 log2 3/4 + 1/4 log2 1/4) = 0.8113 bits."""
+    """ "aaab": P(a)=3/4, P(b)=1/4, so H = -(3/4 log2 3/4 + 1/4 log2 1/4) = 0.8113 bits."""
     model = NGramModel(1, "add-k", k=0).fit("aaab")
     expected = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))
     assert model.cross_entropy("aaab") == pytest.approx(expected)
@@ -59,7 +66,7 @@ def test_fast_scoring_agrees_with_distribution(smoothing):
     """log2_probs (vectorised over positions) equals the per-context distribution() path."""
     model = NGramModel(4, smoothing).fit(TEXT)
     seq = HELD_OUT[:30]
-    slow = [math.log2(model.prob(seq[max(0, i - 3):i], seq[i])) for i in range(len(seq))]
+    slow = [math.log2(model.prob(seq[max(0, i - 3) : i], seq[i])) for i in range(len(seq))]
     np.testing.assert_allclose(model.log2_probs(seq), slow, rtol=1e-12)
 
 
@@ -88,11 +95,12 @@ def test_evaluate_by_hand():
     assert "bits_per_char" not in evaluate(model, [0, 1])  # tokens without n_chars
     text_model = NGramModel(1, "add-k", k=0).fit("abab")
     assert evaluate(text_model, "aabb") == pytest.approx(
-        {"bits_per_token": 1.0, "perplexity": 2.0, "bits_per_char": 1.0})
+        {"bits_per_token": 1.0, "perplexity": 2.0, "bits_per_char": 1.0}
+    )
 
 
 def test_sizes_by_hand():
-    """"abab" with vocab {a, b, c}: V = 3; unigrams a, b and bigrams ab, ba are stored."""
+    """ "abab" with vocab {a, b, c}: V = 3; unigrams a, b and bigrams ab, ba are stored."""
     model = NGramModel(2, vocab="c").fit("abab")
     assert model.vocab_size == 3 and model.vocab == ["a", "b", "c"]
     assert model.num_ngrams == 4
@@ -119,9 +127,15 @@ def test_generate_is_seeded_and_in_vocabulary():
     assert set(a) <= set(model.vocab)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"order": 0}, "order"), ({"order": 2, "smoothing": "witten-bell"}, "smoothing"),
-    ({"order": 2, "k": -1}, "k must"), ({"order": 2, "discount": 1.5}, "discount")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"order": 0}, "order"),
+        ({"order": 2, "smoothing": "witten-bell"}, "smoothing"),
+        ({"order": 2, "k": -1}, "k must"),
+        ({"order": 2, "discount": 1.5}, "discount"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         NGramModel(**kwargs)

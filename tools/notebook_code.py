@@ -56,21 +56,27 @@ def python_source(cell: str) -> str:
         name = (lines[0][2:].split() or [""])[0]
         if name not in PYTHON_CELL_MAGICS:  # the body is not Python: the whole cell is a comment
             return "\n".join(map(_comment, lines))
-    return "\n".join(_comment(line) if line.lstrip().startswith(("%", "!")) else line
-                     for line in lines)
+    return "\n".join(
+        _comment(line) if line.lstrip().startswith(("%", "!")) else line for line in lines
+    )
 
 
 def code_cells(path: Path) -> list[tuple[int, str]]:
     """``(index among all cells, Python source)`` for each code cell of the notebook ``path``."""
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    return [(i, python_source("".join(cell["source"])))  # a str, or a list of lines: both join
-            for i, cell in enumerate(cells) if cell["cell_type"] == "code"]
+    return [
+        (i, python_source("".join(cell["source"])))  # a str, or a list of lines: both join
+        for i, cell in enumerate(cells)
+        if cell["cell_type"] == "code"
+    ]
 
 
 def notebook_as_python(path: Path, root: Path = ROOT) -> str:
     """The whole exported file for one notebook."""
-    parts = [f"# The code cells of {path.relative_to(root).as_posix()},\n"
-             "# exported by tools/notebook_code.py: edit the notebook, not this file."]
+    parts = [
+        f"# The code cells of {path.relative_to(root).as_posix()},\n"
+        "# exported by tools/notebook_code.py: edit the notebook, not this file."
+    ]
     for index, source in code_cells(path):
         parts.append(f"\n\n# %% cell {index}\n{source}")
     return "".join(parts) + "\n"
@@ -90,8 +96,12 @@ def export(outdir: Path, root: Path = ROOT) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("outdir", type=Path, help="folder to write the .py files into")
-    parser.add_argument("--root", type=Path, default=ROOT,
-                        help="the repository whose chapters/ to read (default: %(default)s)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=ROOT,
+        help="the repository whose chapters/ to read (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     written = export(args.outdir, args.root.resolve())
     if not written:

@@ -9,5 +9,13 @@ set lives in its own module next to it: :mod:`~gptlib.exercises.algorithm` (chap
 from gptlib.exercises.comparison import compare
 from gptlib.exercises.core import Case, CaseResult, Feedback, Mistake, check, diagnose, run_checks
 
-__all__ = ["Case", "CaseResult", "Feedback", "Mistake", "check", "compare", "diagnose",
-           "run_checks"]
+__all__ = [
+    "Case",
+    "CaseResult",
+    "Feedback",
+    "Mistake",
+    "check",
+    "compare",
+    "diagnose",
+    "run_checks",
+]

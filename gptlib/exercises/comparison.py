@@ -78,9 +78,12 @@ def _compare_arrays(expected, got, rtol, atol, check_dtype, at) -> str | None:
     # an answer that is NaN everywhere has no finite difference to report: say so, without the
     # "All-NaN slice" warning np.nanmax would print into the student's notebook
     worst = float(np.nanmax(diff)) if np.isfinite(diff).any() else float("nan")
-    return (f"{at}{len(bad)} of {e.size} values differ; first at index {where}: "
-            f"expected {e[where]:.6g}, got {g[where]:.6g} (largest difference {worst:.3g}"
-            + ("" if exact else f"; tolerance rtol={rtol}, atol={atol}") + ")")
+    return (
+        f"{at}{len(bad)} of {e.size} values differ; first at index {where}: "
+        f"expected {e[where]:.6g}, got {g[where]:.6g} (largest difference {worst:.3g}"
+        + ("" if exact else f"; tolerance rtol={rtol}, atol={atol}")
+        + ")"
+    )
 
 
 def _compare_numbers(expected, got, rtol, atol, at) -> str | None:
@@ -90,8 +93,9 @@ def _compare_numbers(expected, got, rtol, atol, at) -> str | None:
         return f"{at}expected a number, got {type(got).__name__} ({summarize(got)})"
     if isinstance(expected, int) and isinstance(got, (int, np.integer)):
         return None if got == expected else f"{at}expected {expected}, got {got}"
-    if math.isclose(float(got), float(expected), rel_tol=rtol, abs_tol=atol) or \
-            (math.isnan(expected) and math.isnan(float(got))):
+    if math.isclose(float(got), float(expected), rel_tol=rtol, abs_tol=atol) or (
+        math.isnan(expected) and math.isnan(float(got))
+    ):
         return None
     return f"{at}expected {expected!r}, got {float(got)!r} (difference {got - expected:.3g})"
 
@@ -101,10 +105,14 @@ def _compare_strings(expected: str, got, at) -> str | None:
         return f"{at}expected a string, got {type(got).__name__} ({summarize(got)})"
     if got == expected:
         return None
-    i = next((k for k, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
-             min(len(expected), len(got)))
-    return (f"{at}strings differ at position {i}: expected {expected[i:i + 20]!r}, "
-            f"got {got[i:i + 20]!r} (lengths {len(expected)} and {len(got)})")
+    i = next(
+        (k for k, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
+        min(len(expected), len(got)),
+    )
+    return (
+        f"{at}strings differ at position {i}: expected {expected[i : i + 20]!r}, "
+        f"got {got[i : i + 20]!r} (lengths {len(expected)} and {len(got)})"
+    )
 
 
 def _compare_containers(expected, got, at, compare_item) -> str | None:
@@ -114,21 +122,31 @@ def _compare_containers(expected, got, at, compare_item) -> str | None:
             return f"{at}expected a dict, got {type(got).__name__}"
         if set(expected) != set(got):
             missing, extra = set(expected) - set(got), set(got) - set(expected)
-            return (f"{at}keys differ: missing {sorted(missing, key=repr)}, "
-                    f"unexpected {sorted(extra, key=repr)}")
+            return (
+                f"{at}keys differ: missing {sorted(missing, key=repr)}, "
+                f"unexpected {sorted(extra, key=repr)}"
+            )
         pairs = [(expected[k], got[k], f"[{k!r}]") for k in expected]
     else:
         if not isinstance(got, (list, tuple)):
-            return (f"{at}expected a {type(expected).__name__}, got {type(got).__name__} "
-                    f"({summarize(got)})")
+            return (
+                f"{at}expected a {type(expected).__name__}, got {type(got).__name__} "
+                f"({summarize(got)})"
+            )
         if len(got) != len(expected):
             return f"{at}expected {len(expected)} items, got {len(got)}"
         pairs = [(e, g, f"[{i}]") for i, (e, g) in enumerate(zip(expected, got, strict=True))]
     return next(filter(None, (compare_item(e, g, label) for e, g, label in pairs)), None)
 
 
-def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-8,
-            check_dtype: bool = True, path: str = "") -> str | None:
+def compare(
+    expected: Any,
+    got: Any,
+    rtol: float = 1e-5,
+    atol: float = 1e-8,
+    check_dtype: bool = True,
+    path: str = "",
+) -> str | None:
     """Describe how ``got`` differs from ``expected``; ``None`` when they match.
 
     Args:
@@ -147,16 +165,21 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-8,
     if isinstance(expected, (torch.Tensor, np.ndarray)):
         return _compare_arrays(expected, got, rtol, atol, check_dtype, at)
     if isinstance(expected, bool) or expected is None:
-        same = got is None if expected is None else (
-            isinstance(got, (bool, np.bool_)) and bool(got) == expected)
+        same = (
+            got is None
+            if expected is None
+            else (isinstance(got, (bool, np.bool_)) and bool(got) == expected)
+        )
         return None if same else f"{at}expected {expected!r}, got {summarize(got)}"
     if isinstance(expected, (int, float)):
         return _compare_numbers(expected, got, rtol, atol, at)
     if isinstance(expected, str):
         return _compare_strings(expected, got, at)
     if isinstance(expected, (Mapping, list, tuple)):
+
         def compare_item(e, g, label):
             return compare(e, g, rtol, atol, check_dtype, path + label)
+
         return _compare_containers(expected, got, at, compare_item)
     return None if got == expected else f"{at}expected {summarize(expected)}, got {summarize(got)}"
 

@@ -81,8 +81,9 @@ class Mistake:
 
     def __post_init__(self) -> None:
         if (self.wrong is None) == (self.symptom is None):
-            raise ValueError(f"Mistake({self.message[:30]!r}...) needs exactly one of wrong= "
-                             "or symptom=")
+            raise ValueError(
+                f"Mistake({self.message[:30]!r}...) needs exactly one of wrong= or symptom="
+            )
 
 
 @dataclass
@@ -148,8 +149,9 @@ def _error_message(err: Exception) -> str:
     return f"your function raised {type(err).__name__}: {err}{where}"
 
 
-def _run_case(fn: Callable, case: Case, judge: Callable[[Case, Any], str | None],
-              described_by: Callable) -> CaseResult:
+def _run_case(
+    fn: Callable, case: Case, judge: Callable[[Case, Any], str | None], described_by: Callable
+) -> CaseResult:
     inputs = _describe_inputs(described_by, case)
     try:
         answer = _call(fn, case)
@@ -160,6 +162,7 @@ def _run_case(fn: Callable, case: Case, judge: Callable[[Case, Any], str | None]
 
 def _judge_by_reference(reference: Callable | None, differ: Callable) -> Callable:
     """A judge that compares an answer with the case's expected value or the reference's."""
+
     def judge(case: Case, answer: Any) -> str | None:
         expected = case.expected
         if expected is _NO_VALUE:
@@ -167,6 +170,7 @@ def _judge_by_reference(reference: Callable | None, differ: Callable) -> Callabl
         if answer is None and expected is not None:
             return "your function returned None: did you forget a `return` statement?"
         return differ(expected, answer)
+
     return judge
 
 
@@ -180,8 +184,11 @@ def _shows(mistake: Mistake, case: Case, answer: Any, differ: Callable) -> bool:
         return False
 
 
-def diagnose(results: Sequence[CaseResult], mistakes: Sequence[Mistake],
-             differ: Callable[[Any, Any], str | None] = compare) -> str | None:
+def diagnose(
+    results: Sequence[CaseResult],
+    mistakes: Sequence[Mistake],
+    differ: Callable[[Any, Any], str | None] = compare,
+) -> str | None:
     """The explanation of the known mistake that accounts for the most failing answers.
 
     Each mistake gets one vote per failing answer it reproduces (its ``wrong`` function gives the
@@ -214,11 +221,20 @@ def diagnose(results: Sequence[CaseResult], mistakes: Sequence[Mistake],
     return best
 
 
-def run_checks(fn: Callable, cases: Iterable, reference: Callable | None = None, *,
-               mistakes: Sequence[Mistake] = (), probes: Iterable = (),
-               judge: Callable[[Case, Any], str | None] | None = None,
-               rtol: float = 1e-5, atol: float = 1e-8, check_dtype: bool = True,
-               name: str | None = None, hint: str | None = None) -> Feedback:
+def run_checks(
+    fn: Callable,
+    cases: Iterable,
+    reference: Callable | None = None,
+    *,
+    mistakes: Sequence[Mistake] = (),
+    probes: Iterable = (),
+    judge: Callable[[Case, Any], str | None] | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-8,
+    check_dtype: bool = True,
+    name: str | None = None,
+    hint: str | None = None,
+) -> Feedback:
     """Run ``fn`` on ``cases``, compare with the reference, diagnose; return a :class:`Feedback`.
 
     Args:
@@ -236,9 +252,11 @@ def run_checks(fn: Callable, cases: Iterable, reference: Callable | None = None,
     """
     for label, f in (("the function to check", fn), ("reference", reference)):
         if f is not None and not callable(f):
-            raise TypeError(f"{label} must be callable, got {type(f).__name__} "
-                            f"({summarize(f)}); pass the function itself, e.g. check(my_fn, "
-                            "...), not the result of calling it, check(my_fn(x), ...)")
+            raise TypeError(
+                f"{label} must be callable, got {type(f).__name__} "
+                f"({summarize(f)}); pass the function itself, e.g. check(my_fn, "
+                "...), not the result of calling it, check(my_fn(x), ...)"
+            )
     cases = [_as_case(c) for c in cases]
     if judge is None and reference is None and any(c.expected is _NO_VALUE for c in cases):
         raise ValueError("a case has no expected value and no reference was given")

@@ -41,8 +41,9 @@ def _above_one(case: Case, answer: object) -> bool:
 
 
 # --------------------------------------------------------------------------- MFU
-def mfu_reference(tokens_per_s: float, n_params: int, n_layer: int, n_embd: int, seq_len: int,
-                  peak_flops: float) -> float:
+def mfu_reference(
+    tokens_per_s: float, n_params: int, n_layer: int, n_embd: int, seq_len: int, peak_flops: float
+) -> float:
     """Model FLOPs utilisation of training, as a fraction in [0, 1].
 
     Training FLOPs per token are three forward passes (forward + a backward pass costing two),
@@ -76,18 +77,31 @@ def check_mfu(fn: Callable[..., float]) -> bool:
         return (6 * n + 2 * L * T * C) * t / peak
 
     mistakes = [
-        Mistake("an MFU above 1 means more FLOP/s than the hardware's peak: check the units "
-                "(FLOP/s, tokens per second).", symptom=_above_one),
-        Mistake("you count only the forward pass: the backward pass costs about twice as much (a "
-                "gradient for the activations and one for the weights), so training costs "
-                "3 x (2N + 2 n_layer T C) FLOPs per token.", wrong=forward_only),
-        Mistake("you count 6N FLOPs per token but leave out attention: the scores and the "
-                "weighted sum add 2 n_layer T C per token in the forward pass (times 3 for "
-                "training), which matters when T is comparable to 12 n_embd.", wrong=no_attention),
-        Mistake("the attention term must be tripled for training as well: 3 x 2 n_layer T C, "
-                "not 2 n_layer T C.", wrong=attention_once),
-        Mistake("you return a percentage: the checker expects a fraction (0.05, not 5).",
-                wrong=percent),
+        Mistake(
+            "an MFU above 1 means more FLOP/s than the hardware's peak: check the units "
+            "(FLOP/s, tokens per second).",
+            symptom=_above_one,
+        ),
+        Mistake(
+            "you count only the forward pass: the backward pass costs about twice as much (a "
+            "gradient for the activations and one for the weights), so training costs "
+            "3 x (2N + 2 n_layer T C) FLOPs per token.",
+            wrong=forward_only,
+        ),
+        Mistake(
+            "you count 6N FLOPs per token but leave out attention: the scores and the "
+            "weighted sum add 2 n_layer T C per token in the forward pass (times 3 for "
+            "training), which matters when T is comparable to 12 n_embd.",
+            wrong=no_attention,
+        ),
+        Mistake(
+            "the attention term must be tripled for training as well: 3 x 2 n_layer T C, "
+            "not 2 n_layer T C.",
+            wrong=attention_once,
+        ),
+        Mistake(
+            "you return a percentage: the checker expects a fraction (0.05, not 5).", wrong=percent
+        ),
     ]
     return check(fn, cases, mfu_reference, name="mfu", rtol=1e-6, mistakes=mistakes)
 
@@ -114,21 +128,34 @@ def check_bits_per_char(fn: Callable[[float, int, int], float]) -> bool:
         Case((2.0, 300, 1200), name="4 characters per token"),
     ]
     mistakes = [
-        Mistake("you forgot to convert nats to bits: divide by ln 2 (1 nat = 1/ln 2 = 1.443 "
-                "bits).", wrong=lambda loss, t, c: loss * t / c),
-        Mistake("you multiplied by ln 2: a nat is more than a bit, so converting nats to bits "
-                "divides by ln 2.", wrong=lambda loss, t, c: loss * math.log(2) * t / c),
-        Mistake("the ratio is upside down: a text of n_chars characters has n_tokens tokens, so "
-                "bits/char = bits/token * n_tokens / n_chars, which is smaller than bits/token "
-                "when tokens are longer than one character.",
-                wrong=lambda loss, t, c: loss / math.log(2) * c / t),
-        Mistake("you return bits per token: multiply by n_tokens / n_chars to spread the bits "
-                "over characters.", wrong=lambda loss, t, c: loss / math.log(2)),
-        Mistake("you divided by ln 10: bits are base-2 units, so divide by ln 2.",
-                wrong=lambda loss, t, c: loss / math.log(10) * t / c),
+        Mistake(
+            "you forgot to convert nats to bits: divide by ln 2 (1 nat = 1/ln 2 = 1.443 bits).",
+            wrong=lambda loss, t, c: loss * t / c,
+        ),
+        Mistake(
+            "you multiplied by ln 2: a nat is more than a bit, so converting nats to bits "
+            "divides by ln 2.",
+            wrong=lambda loss, t, c: loss * math.log(2) * t / c,
+        ),
+        Mistake(
+            "the ratio is upside down: a text of n_chars characters has n_tokens tokens, so "
+            "bits/char = bits/token * n_tokens / n_chars, which is smaller than bits/token "
+            "when tokens are longer than one character.",
+            wrong=lambda loss, t, c: loss / math.log(2) * c / t,
+        ),
+        Mistake(
+            "you return bits per token: multiply by n_tokens / n_chars to spread the bits "
+            "over characters.",
+            wrong=lambda loss, t, c: loss / math.log(2),
+        ),
+        Mistake(
+            "you divided by ln 10: bits are base-2 units, so divide by ln 2.",
+            wrong=lambda loss, t, c: loss / math.log(10) * t / c,
+        ),
     ]
-    return check(fn, cases, bits_per_char_reference, name="bits_per_char", rtol=1e-9,
-                 mistakes=mistakes)
+    return check(
+        fn, cases, bits_per_char_reference, name="bits_per_char", rtol=1e-9, mistakes=mistakes
+    )
 
 
 # --------------------------------------------------------------------------- distinct-n
@@ -140,7 +167,7 @@ def distinct_n_reference(tokens: Sequence, n: int) -> float:
     >>> distinct_n_reference(["a", "b", "a", "b"], 2)  # ab, ba, ab: 2 distinct of 3
     0.6666666666666666
     """
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -152,46 +179,66 @@ def check_distinct_n(fn: Callable[[Sequence, int], float]) -> bool:
         Case((["to", "be", "or", "not", "to", "be"], 1), name="to be or not to be, n=1"),
         Case(([5, 5, 5, 5, 5], 3), name="one token repeated, n=3"),
         Case(([1, 2, 3, 1, 2, 3, 1], 3), name="a cycle of three, n=3"),
-        Case((["x"], 2), name="shorter than n", hint="a sequence with no n-grams has "
-             "distinct-n 0.0 by definition; do not divide by zero"),
+        Case(
+            (["x"], 2),
+            name="shorter than n",
+            hint="a sequence with no n-grams has "
+            "distinct-n 0.0 by definition; do not divide by zero",
+        ),
     ]
 
     def by_tokens(tokens, n):
-        grams = {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+        grams = {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
         return len(grams) / len(tokens) if tokens else 0.0
 
     def unigrams(tokens, n):
         return len(set(tokens)) / len(tokens) if tokens else 0.0
 
     def count(tokens, n):
-        return len({tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)})
+        return len({tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)})
 
     def bigrams_always(tokens, n):
         pairs = list(zip(tokens, tokens[1:], strict=False))
         return len(set(pairs)) / len(pairs) if pairs else 0.0
 
     def off_by_one(tokens, n):
-        grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n)]
+        grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n)]
         return len(set(grams)) / len(grams) if grams else 0.0
 
     mistakes = [
-        Mistake("you divide by the number of tokens: a sequence of L tokens has only L - n + 1 "
-                "n-grams, so divide by that.", wrong=by_tokens),
-        Mistake("your loop misses the last n-gram: the n-grams start at positions 0 .. L - n, "
-                "that is range(len(tokens) - n + 1).", wrong=off_by_one),
-        Mistake("you always count bigrams (zip(tokens, tokens[1:])): use the n you are given, "
-                "tuple(tokens[i:i + n]).", wrong=bigrams_always),
-        Mistake("you count distinct tokens, not distinct n-grams: build the tuples "
-                "tuple(tokens[i:i + n]) and count those.", wrong=unigrams),
-        Mistake("you return the number of distinct n-grams: divide it by the number of n-grams "
-                "to get a ratio between 0 and 1.", wrong=count),
+        Mistake(
+            "you divide by the number of tokens: a sequence of L tokens has only L - n + 1 "
+            "n-grams, so divide by that.",
+            wrong=by_tokens,
+        ),
+        Mistake(
+            "your loop misses the last n-gram: the n-grams start at positions 0 .. L - n, "
+            "that is range(len(tokens) - n + 1).",
+            wrong=off_by_one,
+        ),
+        Mistake(
+            "you always count bigrams (zip(tokens, tokens[1:])): use the n you are given, "
+            "tuple(tokens[i:i + n]).",
+            wrong=bigrams_always,
+        ),
+        Mistake(
+            "you count distinct tokens, not distinct n-grams: build the tuples "
+            "tuple(tokens[i:i + n]) and count those.",
+            wrong=unigrams,
+        ),
+        Mistake(
+            "you return the number of distinct n-grams: divide it by the number of n-grams "
+            "to get a ratio between 0 and 1.",
+            wrong=count,
+        ),
     ]
     return check(fn, cases, distinct_n_reference, name="distinct_n", mistakes=mistakes)
 
 
 # --------------------------------------------------------------------------- KV cache
-def kv_cache_bytes_reference(config: GPTConfig, batch_size: int, seq_len: int,
-                             dtype: torch.dtype = torch.float32) -> int:
+def kv_cache_bytes_reference(
+    config: GPTConfig, batch_size: int, seq_len: int, dtype: torch.dtype = torch.float32
+) -> int:
     """Bytes of a KV cache: a key and a value of n_embd numbers per layer, sequence, position.
 
     >>> kv_cache_bytes_reference(GPTConfig.preset("gpt2"), 1, 1024) // 2**20  # MiB
@@ -208,10 +255,20 @@ def check_kv_cache_bytes(fn: Callable[..., int]) -> bool:
     cases = [
         Case((book, 1, 256, torch.float32), name="the book model, one sequence, float32"),
         Case((gpt2, 8, 1024, torch.float32), name="GPT-2 small, batch 8, float32"),
-        Case((gpt2, 8, 1024, torch.bfloat16), name="GPT-2 small, batch 8, bfloat16",
-             hint="a bfloat16 number takes 2 bytes"),
-        Case((GPTConfig(vocab_size=65, block_size=64, n_layer=2, n_head=4, n_embd=64), 3, 10,
-              torch.float16), name="a tiny model, 10 positions, float16"),
+        Case(
+            (gpt2, 8, 1024, torch.bfloat16),
+            name="GPT-2 small, batch 8, bfloat16",
+            hint="a bfloat16 number takes 2 bytes",
+        ),
+        Case(
+            (
+                GPTConfig(vocab_size=65, block_size=64, n_layer=2, n_head=4, n_embd=64),
+                3,
+                10,
+                torch.float16,
+            ),
+            name="a tiny model, 10 positions, float16",
+        ),
     ]
 
     def keys_only(cfg, B, T, dtype):
@@ -233,16 +290,29 @@ def check_kv_cache_bytes(fn: Callable[..., int]) -> bool:
         return kv_cache_bytes_reference(cfg, B, T, dtype) // cfg.n_head
 
     mistakes = [
-        Mistake("you count only the keys: every position stores a key and a value, a factor of "
-                "2.", wrong=keys_only),
-        Mistake("you count one layer: every layer keeps its own keys and values, so multiply by "
-                "n_layer.", wrong=one_layer),
-        Mistake("you left out the batch: each of the batch_size sequences has its own cache.",
-                wrong=one_sequence),
-        Mistake("you assume 4 bytes per number for every dtype: use torch.finfo(dtype).bits // 8 "
-                "(2 bytes for float16 and bfloat16).", wrong=always_fp32),
+        Mistake(
+            "you count only the keys: every position stores a key and a value, a factor of 2.",
+            wrong=keys_only,
+        ),
+        Mistake(
+            "you count one layer: every layer keeps its own keys and values, so multiply by "
+            "n_layer.",
+            wrong=one_layer,
+        ),
+        Mistake(
+            "you left out the batch: each of the batch_size sequences has its own cache.",
+            wrong=one_sequence,
+        ),
+        Mistake(
+            "you assume 4 bytes per number for every dtype: use torch.finfo(dtype).bits // 8 "
+            "(2 bytes for float16 and bfloat16).",
+            wrong=always_fp32,
+        ),
         Mistake("you return bits: divide by 8 for bytes.", wrong=bits),
-        Mistake("you count one head's head_size channels: the heads together have n_head * "
-                "head_size = n_embd channels.", wrong=per_head),
+        Mistake(
+            "you count one head's head_size channels: the heads together have n_head * "
+            "head_size = n_embd channels.",
+            wrong=per_head,
+        ),
     ]
     return check(fn, cases, kv_cache_bytes_reference, name="kv_cache_bytes", mistakes=mistakes)
