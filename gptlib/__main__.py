@@ -249,16 +249,21 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
     return load_run_config(args.config, overrides)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    config = _run_config(args)
-    out = Path(args.out or f"runs/{Path(args.config).stem if args.config else 'default'}")
-    if args.resume and not has_checkpoint(out):
+def _check_out_dir(out: Path, resume: bool) -> None:
+    if resume and not has_checkpoint(out):
         raise UsageError(f"--resume: no checkpoint in {out}")
-    if not args.resume and has_checkpoint(out):
+    if not resume and has_checkpoint(out):
         raise UsageError(
             f"{out} already holds a checkpoint; add --resume to continue it or choose another --out"
         )
-    saved = load_tokenizer(out / "tokenizer.json") if args.resume else None
+
+
+def _read_inputs(config: dict[str, Any], saved: Tokenizer | None):
+    """Parse the config's sections and split and tokenize the text; bad values exit with 2.
+
+    Returns:
+        (train_cfg, model_cfg, sampling, tokenizer, train_text, val_text)
+    """
     with _input_errors():
         train_cfg = TrainConfig.from_dict(config["train"])
         model_cfg = model_config(config["model"])
@@ -274,10 +279,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         tokenizer, train_text, val_text = split_and_tokenize(
             text, config["tokenizer"], config["val_fraction"], tokenizer=saved
         )
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.resume:
-        tokenizer.save(out / "tokenizer.json")
-    (out / "run.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     if config["model"].get("vocab_size", tokenizer.vocab_size) != tokenizer.vocab_size:
         logging.getLogger("gptlib").warning(
             "model.vocab_size=%s replaced by the tokenizer's %d",
@@ -285,16 +286,37 @@ def cmd_train(args: argparse.Namespace) -> int:
             tokenizer.vocab_size,
         )
     model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size)
-    block_size = train_cfg.block_size or model_cfg.block_size
-    train_tokens = data.cached_tokens(train_text, tokenizer, out / "train.npy")
-    val_tokens = data.cached_tokens(val_text, tokenizer, out / "val.npy")
-    for name, part in (("training", train_tokens), ("validation", val_tokens)):
+    return train_cfg, model_cfg, sampling, tokenizer, train_text, val_text
+
+
+def _token_parts(out: Path, tokenizer: Tokenizer, texts: tuple[str, str], block_size: int):
+    """The training and validation tokens, cached beside the checkpoint, each longer than T."""
+    parts = [
+        data.cached_tokens(text, tokenizer, out / f"{name}.npy")
+        for name, text in zip(("train", "val"), texts, strict=True)
+    ]
+    for name, part in zip(("training", "validation"), parts, strict=True):
         if len(part) <= block_size:
             raise UsageError(
                 f"the {name} part has {len(part)} tokens, but training needs more "
                 f"than block_size={block_size}; use a longer text, a different "
                 "val_fraction or a smaller block_size"
             )
+    return parts
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = _run_config(args)
+    out = Path(args.out or f"runs/{Path(args.config).stem if args.config else 'default'}")
+    _check_out_dir(out, args.resume)
+    saved = load_tokenizer(out / "tokenizer.json") if args.resume else None
+    train_cfg, model_cfg, sampling, tokenizer, train_text, val_text = _read_inputs(config, saved)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        tokenizer.save(out / "tokenizer.json")
+    (out / "run.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    block_size = train_cfg.block_size or model_cfg.block_size
+    train_tokens, val_tokens = _token_parts(out, tokenizer, (train_text, val_text), block_size)
     set_seed(train_cfg.seed)
     model = GPT(model_cfg)
     print(
