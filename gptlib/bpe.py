@@ -8,10 +8,11 @@ token is needed. Text is first cut into chunks (a word with its leading space, a
 punctuation, whitespace) by ``GPT2_SPLIT_PATTERN``, and merges never cross a chunk boundary.
 
 Here: ``BPETokenizer`` (train, encode, decode, special tokens such as "<|endoftext|>", readable
-JSON save/load, ``from_gpt2_files`` for the vocab.json + merges.txt of GPT-2 and Hugging Face
-``tokenizers``), ``learn_merges``, ``merge_pair``. Unlike ``gptlib.tokenizer.CharTokenizer``, the
-vocabulary size is a choice, not a property of the text; any text can be encoded; and a token
-covers several characters of English, so sequences are shorter and a context reaches further.
+JSON save/load), ``learn_merges``, ``merge_pair``; ``gptlib.pretrained.bpe_from_gpt2_files`` reads
+the vocab.json + merges.txt of GPT-2 and Hugging Face ``tokenizers``. Unlike
+``gptlib.tokenizer.CharTokenizer``, the vocabulary size is a choice, not a property of the text;
+any text can be encoded; and a token covers several characters of English, so sequences are
+shorter and a context reaches further.
 
 Training is incremental: each distinct chunk is stored once with its count, pair counts live in a
 dict beside an index pair -> chunks that hold it, and a merge rewrites only those chunks, so the
@@ -33,19 +34,16 @@ References:
 from __future__ import annotations
 
 import heapq
-import json
 import math
-import os
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import regex
 
-from gptlib.tokenizer import Tokenizer, TokenizerFileError, as_token_ids
+from gptlib.tokenizer import Tokenizer, as_token_ids
 
 # The split rule of Radford et al. (2019, Sec. 2.2), as written in GPT-2's released encoder: no
 # merges across character categories (letters, digits, other symbols), except that a word keeps
@@ -365,74 +363,11 @@ class BPETokenizer(Tokenizer):
                 )
         return tok
 
-    @classmethod
-    def from_gpt2_files(
-        cls,
-        vocab_json_path: str | os.PathLike,
-        merges_txt_path: str | os.PathLike,
-        pattern: str = GPT2_SPLIT_PATTERN,
-    ) -> BPETokenizer:
-        """Load a tokenizer saved in GPT-2's format, as also written by Hugging Face tokenizers.
-
-        vocab.json maps token strings to ids (in any order); merges.txt lists one merge per
-        line, "left right", in rank order. Token strings spell bytes through
-        ``gpt2_byte_to_unicode``. Entries of vocab.json that are neither a byte nor the result
-        of a merge (such as GPT-2's "<|endoftext|>") become special tokens.
-        """
-        try:
-            vocab = json.loads(Path(vocab_json_path).read_text(encoding="utf-8"))
-            byte_ids = [vocab[char] for char in gpt2_byte_to_unicode().values()]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise TokenizerFileError(
-                f"{vocab_json_path} is not a GPT-2 vocab.json mapping all "
-                f"256 byte characters to ids ({err!r})"
-            ) from None
-        merges = []
-        lines = Path(merges_txt_path).read_text(encoding="utf-8").splitlines()
-        for line_no, line in enumerate(lines, start=1):
-            if not line or line.startswith("#version"):
-                continue
-            left, _, right = line.partition(" ")
-            if left not in vocab or right not in vocab or left + right not in vocab:
-                raise TokenizerFileError(
-                    f"{merges_txt_path}, line {line_no}: {line!r} is not a "
-                    "merge of two tokens of vocab.json into a third"
-                )
-            merges.append((vocab[left], vocab[right], vocab[left + right]))
-        regular = set(byte_ids) | {new_id for _, _, new_id in merges}
-        tok = cls(pattern)
-        try:
-            tok._set_state(byte_ids, merges, {t: i for t, i in vocab.items() if i not in regular})
-        except ValueError as err:
-            raise TokenizerFileError(f"{vocab_json_path} and {merges_txt_path}: {err}") from None
-        return tok
-
 
 def _alternation(tokens: Iterable[str]) -> regex.Pattern | None:
     """A regex matching any of ``tokens``, longest first so no token cuts a longer one short."""
     tokens = sorted(tokens, key=len, reverse=True)
     return regex.compile("|".join(map(regex.escape, tokens))) if tokens else None
-
-
-def gpt2_byte_to_unicode() -> dict[int, str]:
-    """GPT-2's table from byte values to printable characters, used to spell tokens in files.
-
-    Bytes that are printable Latin-1 characters stand for themselves; the 68 others (control
-    characters, space, and a few more) take the code points 256, 257, ... in byte order.
-
-    >>> table = gpt2_byte_to_unicode()
-    >>> table[ord("a")], table[ord(" ")], table[ord("\\n")]
-    ('a', 'Ġ', 'Ċ')
-    """
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    table = {byte: chr(byte) for byte in printable}
-    others = [byte for byte in range(256) if byte not in table]
-    table.update({byte: chr(256 + k) for k, byte in enumerate(others)})
-    return dict(sorted(table.items()))
 
 
 def readable_bytes(data: bytes) -> str:

@@ -8,16 +8,23 @@ whose weight is (in_features, out_features), the transpose of `nn.Linear`'s (out
 `transformers` is not a dependency of gptlib: the state-dict functions need only torch, and the
 model functions import `transformers` when they are called. Nothing here downloads weights; to
 use released GPT-2 weights, load them with `transformers` yourself, then call `from_hf_model`.
-Left out: other architectures (GPT-Neo, LLaMA), tokenizer conversion (see `gptlib.bpe`).
+``bpe_from_gpt2_files`` reads a tokenizer saved in GPT-2's vocab.json + merges.txt format (as
+Hugging Face tokenizers also writes it) into a ``gptlib.bpe.BPETokenizer``.
+Left out: other architectures (GPT-Neo, LLaMA).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from gptlib.bpe import GPT2_SPLIT_PATTERN, BPETokenizer
 from gptlib.model import GPT, GPTConfig
+from gptlib.tokenizer import TokenizerFileError
 
 # weights that are Conv1D (in, out) in Hugging Face GPT-2 and nn.Linear (out, in) in gptlib
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -121,3 +128,68 @@ def to_hf_model(model: GPT) -> Any:
     if missing or unexpected:
         raise ValueError(f"state dicts do not match: missing {missing}, unexpected {unexpected}")
     return hf_model.train(model.training)
+
+
+def gpt2_byte_to_unicode() -> dict[int, str]:
+    """GPT-2's table from byte values to printable characters, used to spell tokens in files.
+
+    Bytes that are printable Latin-1 characters stand for themselves; the 68 others (control
+    characters, space, and a few more) take the code points 256, 257, ... in byte order.
+
+    >>> table = gpt2_byte_to_unicode()
+    >>> table[ord("a")], table[ord(" ")], table[ord("\\n")]
+    ('a', 'Ġ', 'Ċ')
+    """
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table = {byte: chr(byte) for byte in printable}
+    others = [byte for byte in range(256) if byte not in table]
+    table.update({byte: chr(256 + k) for k, byte in enumerate(others)})
+    return dict(sorted(table.items()))
+
+
+def bpe_from_gpt2_files(
+    vocab_json_path: str | os.PathLike,
+    merges_txt_path: str | os.PathLike,
+    pattern: str = GPT2_SPLIT_PATTERN,
+) -> BPETokenizer:
+    """Load a tokenizer saved in GPT-2's format, as also written by Hugging Face tokenizers.
+
+    vocab.json maps token strings to ids (in any order); merges.txt lists one merge per line,
+    "left right", in rank order. Token strings spell bytes through ``gpt2_byte_to_unicode``.
+    Entries of vocab.json that are neither a byte nor the result of a merge (such as GPT-2's
+    "<|endoftext|>") become special tokens.
+
+    Raises:
+        TokenizerFileError: the files are not a consistent GPT-2 vocabulary and merge list.
+    """
+    try:
+        vocab = json.loads(Path(vocab_json_path).read_text(encoding="utf-8"))
+        byte_ids = [vocab[char] for char in gpt2_byte_to_unicode().values()]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise TokenizerFileError(
+            f"{vocab_json_path} is not a GPT-2 vocab.json mapping all "
+            f"256 byte characters to ids ({err!r})"
+        ) from None
+    merges = []
+    lines = Path(merges_txt_path).read_text(encoding="utf-8").splitlines()
+    for line_no, line in enumerate(lines, start=1):
+        if not line or line.startswith("#version"):
+            continue
+        left, _, right = line.partition(" ")
+        if left not in vocab or right not in vocab or left + right not in vocab:
+            raise TokenizerFileError(
+                f"{merges_txt_path}, line {line_no}: {line!r} is not a "
+                "merge of two tokens of vocab.json into a third"
+            )
+        merges.append([vocab[left], vocab[right], vocab[left + right]])
+    regular = set(byte_ids) | {new_id for _, _, new_id in merges}
+    special = {token: i for token, i in vocab.items() if i not in regular}
+    state = {"pattern": pattern, "byte_ids": byte_ids, "merges": merges, "special_tokens": special}
+    try:
+        return BPETokenizer.from_dict(state)
+    except ValueError as err:
+        raise TokenizerFileError(f"{vocab_json_path} and {merges_txt_path}: {err}") from None

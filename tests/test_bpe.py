@@ -9,7 +9,8 @@ from itertools import pairwise
 import pytest
 import regex
 
-from gptlib.bpe import GPT2_SPLIT_PATTERN, BPETokenizer, gpt2_byte_to_unicode, learn_merges
+from gptlib.bpe import GPT2_SPLIT_PATTERN, BPETokenizer, learn_merges
+from gptlib.pretrained import bpe_from_gpt2_files, gpt2_byte_to_unicode
 from gptlib.tokenizer import TokenizerFileError, load_tokenizer
 
 EOT = "<|endoftext|>"
@@ -310,7 +311,7 @@ def hf_files(tmp_path_factory, corpus):
 
 def test_parity_with_hugging_face_tokenizers(hf_files, corpus):
     hf, vocab_json, merges_txt = hf_files
-    ours = BPETokenizer.from_gpt2_files(vocab_json, merges_txt)
+    ours = bpe_from_gpt2_files(vocab_json, merges_txt)
     assert ours.vocab_size == hf.get_vocab_size() == 1000
     assert len(ours.merges) == 1000 - 256 - 1
     assert ours.special_tokens == {EOT: hf.token_to_id(EOT)}
@@ -330,10 +331,10 @@ def test_gpt2_files_with_broken_merges_are_rejected(hf_files, tmp_path):
     broken = tmp_path / "merges.txt"
     broken.write_text("\n".join(lines[:5] + ["Ġzzzq xx"] + lines[5:]), encoding="utf-8")
     with pytest.raises(TokenizerFileError, match=r"line 6: 'Ġzzzq xx' is not a merge"):
-        BPETokenizer.from_gpt2_files(vocab_json, broken)
+        bpe_from_gpt2_files(vocab_json, broken)
     vocab = json.loads(vocab_json.read_text(encoding="utf-8"))
     del vocab["Ġ"]
     no_space = tmp_path / "vocab.json"
     no_space.write_text(json.dumps(vocab), encoding="utf-8")
     with pytest.raises(TokenizerFileError, match="all 256 byte characters"):
-        BPETokenizer.from_gpt2_files(no_space, merges_txt)
+        bpe_from_gpt2_files(no_space, merges_txt)
