@@ -1,10 +1,10 @@
 """Text generation: turning next-token logits into tokens, one step at a time.
 
 The pieces are small pure functions of a logits tensor (`top_k_mask`, `top_p_mask`,
-`apply_repetition_penalty`, `sample_next`); randomness comes only from an explicit
-`torch.Generator`, so a seeded call gives the same tokens every time. `generate`, `stream` and
-`stream_text` compose them with the model and a `KVCache`; `beam_search` keeps several candidate
-continuations and returns the most probable one.
+`apply_repetition_penalty`, `no_repeat_ngram_mask`, `sample_next`); randomness comes only from
+an explicit `torch.Generator`, so a seeded call gives the same tokens every time. `generate`,
+`stream` and `stream_text` compose them with the model and a `KVCache`; `beam_search` keeps
+several candidate continuations and returns the most probable one.
 
 How to sample is one frozen `SamplingConfig` (temperature, top-k, top-p, repetition penalty,
 stop tokens), not a list of keyword arguments: the four entry points (`generate`, `stream_batch`,
@@ -22,7 +22,8 @@ the uncached path does. So the two paths give the same tokens, at any length.
 
 Left out on purpose: speculative decoding, batched prompts of different lengths (padding),
 min-p and typical sampling. References: Holtzman et al. 2020 (nucleus sampling), Keskar et al.
-2019 (CTRL repetition penalty), Fan et al. 2018 (top-k sampling).
+2019 (CTRL repetition penalty), Fan et al. 2018 (top-k sampling), Paulus et al. 2018 (n-gram
+blocking; `no_repeat_ngram_mask` is a helper for custom loops, not a `SamplingConfig` option).
 """
 
 from __future__ import annotations
@@ -94,6 +95,37 @@ def apply_repetition_penalty(
     seen = logits.gather(-1, previous_ids)  # (B, T) logits of the tokens already present
     seen = torch.where(seen > 0, seen / penalty, seen * penalty)  # (B, T)
     return logits.scatter(-1, previous_ids, seen)  # (B, V)
+
+
+def no_repeat_ngram_mask(logits: torch.Tensor, previous_ids: torch.Tensor, n: int) -> torch.Tensor:
+    """Forbid every token that would complete an n-gram already present in previous_ids.
+
+    The n-gram blocking of Paulus et al. (2018; trigrams, in summaries): if the last
+    n - 1 tokens occurred before, followed by token t, then t gets -inf. With n = 2 and the
+    tokens 5 3 5, the bigram (5, 3) exists, the text ends in 5, so 3 is banned:
+
+    >>> no_repeat_ngram_mask(torch.zeros(1, 6), torch.tensor([[5, 3, 5]]), n=2)
+    tensor([[0., 0., 0., -inf, 0., 0.]])
+
+    Args:
+        logits: (B, V); previous_ids: (B, T) the prompt and the tokens generated so far.
+    Returns:
+        (B, V) logits with the banned tokens at -inf (unchanged when T < n).
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"no-repeat n-gram size must be a positive integer, got {n!r}")
+    T = previous_ids.size(1)
+    if n > 1 and T < n:  # no n-gram yet
+        return logits
+    if n == 1:  # every token already present is banned
+        return logits.scatter(-1, previous_ids, float("-inf"))
+    grams = previous_ids.unfold(1, n, 1)  # (B, T - n + 1, n): every n-gram so far
+    tail = previous_ids[:, T - n + 1 :]  # (B, n - 1): what the next n-gram would start with
+    hit = (grams[:, :, :-1] == tail[:, None, :]).all(dim=-1)  # (B, T - n + 1)
+    banned = torch.zeros_like(logits, dtype=torch.bool)  # (B, V)
+    rows, where = hit.nonzero(as_tuple=True)
+    banned[rows, grams[rows, where, -1]] = True
+    return logits.masked_fill(banned, float("-inf"))
 
 
 def sample_next(
