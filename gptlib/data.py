@@ -9,6 +9,10 @@ Token ids are kept on disk as standard NumPy ``.npy`` files (``uint16`` when eve
 read-only, so a corpus larger than memory trains as well as a small one; :func:`cached_tokens`
 encodes a text once and reuses the file while the text and the tokenizer stay the same.
 
+Documents can be joined into one stream with a separator token between them, as GPT-2 does with
+``<|endoftext|>``: :func:`encode_documents` encodes each document on its own and puts the
+separator's id after each, so no token spans two documents and the model sees where one ends.
+
 Getting the text (the Shakespeare download, your own file) is :mod:`gptlib.corpus`'s job; fitting
 a tokenizer is :mod:`gptlib.tokenizer`'s and :mod:`gptlib.bpe`'s.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +57,44 @@ def train_val_split(tokens, val_fraction: float = 0.1, block_size: int | None = 
             f"{n_train} train / {n - n_train} validation tokens, each part needs at least {need}"
         )
     return tokens[:n_train], tokens[n_train:]
+
+
+def encode_documents(
+    documents: Iterable[str], tokenizer: Tokenizer, separator_id: int
+) -> list[int]:
+    """Encode each document on its own and end each one with ``separator_id``.
+
+    The stream GPT-2 trains on: doc 1, ``<|endoftext|>``, doc 2, ``<|endoftext|>``, ... Encoding
+    the documents one by one (rather than the joined string) means no token can straddle two
+    documents, and the separator needs no string form in the text, so a document that happens to
+    contain the text "<|endoftext|>" cannot fake a boundary.
+
+    >>> from gptlib.tokenizer import CharTokenizer
+    >>> tok = CharTokenizer().train("ab|")  # ids: a 0, b 1, | 2
+    >>> ids = encode_documents(["ab", "ba"], tok, separator_id=2)
+    >>> ids, tok.decode(ids)
+    ([0, 1, 2, 1, 0, 2], 'ab|ba|')
+
+    Args:
+        documents: the texts, in order.
+        tokenizer: any gptlib tokenizer.
+        separator_id: the id that ends every document, usually a special token's id (for a
+            ``BPETokenizer``, ``tok.special_tokens["<|endoftext|>"]``).
+    Returns:
+        The ids of all documents, each followed by ``separator_id``.
+    Raises:
+        ValueError: ``separator_id`` outside ``[0, tokenizer.vocab_size)``.
+    """
+    if not 0 <= separator_id < tokenizer.vocab_size:
+        raise ValueError(
+            f"separator_id {separator_id} is not an id of this tokenizer "
+            f"(ids 0 to {tokenizer.vocab_size - 1})"
+        )
+    ids: list[int] = []
+    for doc in documents:
+        ids.extend(tokenizer.encode(doc))
+        ids.append(separator_id)
+    return ids
 
 
 class TokenFile:

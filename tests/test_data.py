@@ -232,3 +232,33 @@ def test_cached_tokens_survive_a_crash_between_the_two_files(tmp_path, monkeypat
             data.cached_tokens("bbbb", tok, path)
     assert np.load(path).tolist() == [1, 1, 1, 1]  # the crash left the new ids behind
     assert data.cached_tokens("aaaa", tok, path)[:].tolist() == [0, 0, 0, 0]
+
+
+# -- documents joined by a separator -------------------------------------------------------
+
+
+def test_encode_documents_puts_the_separator_after_each_document():
+    tok = CharTokenizer().train("abc")
+    assert data.encode_documents(["ab", "", "ca"], tok, separator_id=2) == [0, 1, 2, 2, 2, 0, 2]
+    assert data.encode_documents([], tok, separator_id=0) == []
+
+
+def test_encode_documents_never_merges_across_a_boundary():
+    """Joined text "ab" + "ba" gives "abba", whose BPE could merge the "bb" across the boundary;
+    encoded document by document it cannot, and the special id sits between the two."""
+    from gptlib.bpe import BPETokenizer
+
+    eot = "<|endoftext|>"
+    tok = BPETokenizer().train("abba abba abba abba", vocab_size=259, special_tokens=[eot])
+    sep = tok.special_tokens[eot]
+    ids = data.encode_documents(["ab", "ba"], tok, separator_id=sep)
+    assert ids == tok.encode("ab") + [sep] + tok.encode("ba") + [sep]
+    assert tok.decode(ids) == f"ab{eot}ba{eot}"
+    assert ids.index(sep) == len(tok.encode("ab"))
+
+
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_encode_documents_rejects_an_id_outside_the_vocabulary(bad):
+    tok = CharTokenizer().train("abc")
+    with pytest.raises(ValueError, match="not an id of this tokenizer"):
+        data.encode_documents(["a"], tok, separator_id=bad)
