@@ -8,7 +8,11 @@ notebooks and compares outputs; these tests check what nbval cannot see:
 * no stored output is an error;
 * no output leaks a path of the machine that executed it (/root/, /tmp/, /work/, /home/<user>/);
 * the kernelspec is the plain "python3" one that JupyterLab, Colab and nbval all find;
-* the files are stored as nbformat 4 (what Jupyter Book, nbval and Colab read).
+* the files are stored as nbformat 4 (what Jupyter Book, nbval and Colab read);
+* no output is a widget view and no metadata holds widget state: explorers
+  (``gptlib.explorers``) are executed with ``GPTLIB_STATIC_EXPLORERS=1`` and store plain HTML.
+  A stored widget would show as a dead "loading widget" box, and myst-nb would load require.js
+  and the widget manager from a CDN for it, which the offline site must not do.
 
 No test here skips itself: with no notebook to check, every per-notebook test fails.
 """
@@ -106,6 +110,44 @@ def test_no_machine_paths(notebook):
         if m
     ]
     assert not leaks, f"outputs show machine paths (cell, match): {leaks}"
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def widget_leaks(nb) -> list[str]:
+    """Where a notebook stores widgets: widget-view outputs, widget state in any metadata."""
+    found = []
+    if "widgets" in nb.metadata or WIDGET_STATE in json.dumps(dict(nb.metadata)):
+        found.append("notebook metadata holds widget state")
+    for i, cell in enumerate(nb.cells):
+        if "widgets" in cell.get("metadata", {}):
+            found.append(f"cell {i} metadata holds widget state")
+        for o in cell.get("outputs", []):
+            if WIDGET_VIEW in o.get("data", {}):
+                found.append(f"cell {i} stores a widget view")
+    return found
+
+
+def test_no_widget_outputs_or_state(notebook):
+    path, nb = notebook
+    leaks = widget_leaks(nb)
+    assert not leaks, (
+        f"{leaks}: re-execute with GPTLIB_STATIC_EXPLORERS=1 (`make execute` sets it) so the "
+        "explorers store plain HTML"
+    )
+
+
+def test_widget_leaks_are_found():
+    """The check above can fail: a notebook with a widget view and widget state is flagged."""
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("w")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={WIDGET_VIEW: {"model_id": "x"}})]
+    nb.cells = [cell, nbformat.v4.new_code_cell("x")]
+    assert widget_leaks(nb) == ["cell 0 stores a widget view"]
+    nb.metadata["widgets"] = {WIDGET_STATE: {"state": {}}}
+    assert len(widget_leaks(nb)) == 2
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,10 @@ headless Chromium, driven by Playwright (``executable_path``: no browser downloa
 * the console shows no error beyond the allow-list below;
 * no request left 127.0.0.1 (each one is aborted and counted).
 
+The explorers (``gptlib.explorers``, precomputed frames switched by page-local script) are driven
+like a reader would: each slider of each explorer is moved with the keyboard, and the frame shown
+must change, with exactly one frame visible, no console error and no request off the machine.
+
 A full-page screenshot of each page is saved under ``_build/screenshots/``.
 Run with ``make test`` (or ``.venv/bin/pytest -m book tests/test_site.py`` after ``make book``).
 """
@@ -243,6 +247,65 @@ def _source_has_math(page_name: str) -> bool:
 
 def _source_mermaid_blocks(page_name: str) -> int:
     return len(re.findall(r"^\s*(```+|:::+)\s*\{?mermaid\}?\s*$", _source_text(page_name), re.M))
+
+
+# page -> DOM id of the explorer it holds (gptlib.explorers.static_html: "gx-" + explorer_id)
+EXPLORERS = {
+    "chapters/03-algorithm/02-data-preprocessing": "gx-tokenizer",
+    "chapters/03-algorithm/05-optimizer": "gx-lr-schedule",
+    "chapters/04-math/02-attention": "gx-attention",
+    "chapters/06-applications/01-text-generation": "gx-decoding",
+}
+
+EXPLORER_STATE = """root => {
+    const frames = [...root.querySelectorAll('[data-gx-frame]')];
+    const shown = frames.filter(f => getComputedStyle(f).display !== 'none');
+    return {
+        frames: frames.length,
+        shown: shown.map(f => f.getAttribute('data-gx-frame')),
+        height: shown.length ? shown[0].getBoundingClientRect().height : 0,
+        html: shown.length ? shown[0].innerHTML : '',
+        key: root.getAttribute('data-gx-shown'),
+        labels: [...root.querySelectorAll('output')].map(o => o.textContent),
+    };
+}"""
+
+
+@pytest.mark.parametrize("page_name", sorted(EXPLORERS))
+def test_explorer_responds(page_name, server, browser):
+    """Moving each control of the page's explorer shows another frame, offline and error-free."""
+    url = f"{server}/{page_name}.html"
+    log = PageLog()
+    context, page = open_page(browser, url, log)
+    try:
+        response = page.goto(url, wait_until="load", timeout=TIMEOUT_MS)
+        assert response is not None and response.status == 200
+        root = page.locator(f"#{EXPLORERS[page_name]}")
+        assert root.count() == 1, f"no explorer #{EXPLORERS[page_name]} on the page"
+        root.scroll_into_view_if_needed()
+        before = root.evaluate(EXPLORER_STATE)
+        assert before["frames"] >= 2 and len(before["shown"]) == 1, before["shown"]
+        assert before["key"] == before["shown"][0], "the script did not run"
+        assert before["height"] > 0, "the frame shown has no height"
+        sliders = root.locator("input[type=range]")
+        assert sliders.count() >= 2
+        for i in range(sliders.count()):
+            slider = sliders.nth(i)
+            at_max = slider.get_attribute("value") == slider.get_attribute("max")
+            slider.focus()
+            page.keyboard.press("ArrowLeft" if at_max else "ArrowRight")
+            after = root.evaluate(EXPLORER_STATE)
+            assert len(after["shown"]) == 1 and after["key"] == after["shown"][0], after["shown"]
+            assert after["key"] != before["key"], f"slider {i} did not change the frame"
+            assert after["html"] != before["html"], f"slider {i}: the new frame looks the same"
+            assert after["labels"] != before["labels"], f"slider {i}: its label did not change"
+            assert after["height"] > 0
+            before = after
+    finally:
+        context.close()
+    assert not log.local_failures, f"missing local files: {log.local_failures}"
+    assert not log.console_errors, f"console errors: {log.console_errors}"
+    assert not log.external, f"{len(log.external)} external request(s): {log.external[:10]}"
 
 
 def test_search_works_offline(server, browser):
