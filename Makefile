@@ -35,12 +35,12 @@ BOOK_SOURCES := _config.yml _toc.yml references.bib $(wildcard *.md) \
 BUILD_FLAGS := -W -n --keep-going
 # Notebooks run with one intra-op thread wherever they run under make (execute and nbval alike):
 # float sums then add up in the same order on every machine, so stored outputs reproduce exactly.
-NB_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+NB_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 GPTLIB_STATIC_EXPLORERS=1
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	--nbval-cell-timeout=300 -p no:cacheprovider
 
-.PHONY: help setup book serve execute test lint test-lib test-notebooks nbval test-site \
-	chromium student figures pretrain bench duplicates clean distclean
+.PHONY: help setup book serve execute test lint test-lib test-classroom test-notebooks nbval \
+	test-site chromium student classroom figures pretrain bench duplicates clean distclean
 
 help:
 	@echo "make serve     build the site if needed and serve it on http://127.0.0.1:$(PORT)/"
@@ -48,12 +48,13 @@ help:
 	@echo "make setup     create .venv, install pinned packages, gptlib, site assets, corpus"
 	@echo "make book      build the site from the stored notebook outputs into _build/html"
 	@echo "make execute   re-execute every chapter notebook in place (NB=path for one)"
-	@echo "make student   copy the notebooks to student/ without solution cells"
+	@echo "make student   student notebooks in student/: exercise stubs, no solutions"
+	@echo "make classroom an nbgrader course in classroom/: autograded assignments, released"
 	@echo "make figures   regenerate figures/ from the scripts in figures/"
 	@echo "make pretrain  train the book's model into checkpoints/book-model"
 	@echo "make bench     run the speed benchmarks in benchmarks/"
 	@echo "make duplicates  scan gptlib, tests, experiments and the notebooks' code for repeats"
-	@echo "make clean     remove _build/ and student/ (distclean: also .venv/ and node_modules/)"
+	@echo "make clean     remove _build/, student/, classroom/ (distclean: also .venv/, node_modules/)"
 
 # ---------------------------------------------------------------------------------------------
 # Setup
@@ -96,19 +97,19 @@ execute: setup
 	    --ExecutePreprocessor.timeout=600 "$$nb"; \
 	done
 
-# student/<chapter>/<page>.ipynb: solution cells (tag `solution`) removed and outputs cleared;
-# same folder depth as chapters/, so relative paths in the notebooks still resolve.
+# student/<chapter>/<page>.ipynb (tools/student.py): each coding exercise's solution becomes a
+# stub (signature, docstring, `raise NotImplementedError`) that its checker reports as "not
+# implemented yet"; other solution cells go; MyST markup becomes plain Markdown; outputs cleared.
+# Same folder depth as chapters/, so relative paths in the notebooks still resolve.
 student: setup
 	rm -rf student
-	@for dir in $(sort $(dir $(NOTEBOOKS))); do \
-	  out="student/$${dir#chapters/}"; mkdir -p "$$out"; \
-	  $(JUPYTER) nbconvert --to notebook --log-level=WARN \
-	    --TagRemovePreprocessor.enabled=True \
-	    --TagRemovePreprocessor.remove_cell_tags=solution \
-	    --ClearOutputPreprocessor.enabled=True \
-	    --output-dir "$$out" "$$dir"*.ipynb; \
-	done
-	@find student -name '*.ipynb' | sort
+	$(PY) tools/student.py --out student
+
+# classroom/ (tools/classroom.py): an nbgrader course, one assignment per exercise chapter, its
+# autograded cells the gptlib.exercises checkers; source/ holds the solutions, release/ (made by
+# `nbgrader generate_assignment`) what students get. Grading is in the instructor's guide (9.5).
+classroom: setup
+	$(PY) tools/classroom.py --out classroom --release
 
 figures: setup
 	@shopt -s nullglob; for f in figures/*.py; do echo "running $$f"; $(PY) "$$f"; done
@@ -145,6 +146,7 @@ duplicates: setup
 test: setup chromium
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-lib
+	$(MAKE) --no-print-directory test-classroom
 	$(MAKE) --no-print-directory test-notebooks
 	$(MAKE) --no-print-directory nbval
 	$(MAKE) --no-print-directory book
@@ -154,11 +156,19 @@ lint: setup
 	$(VENV)/bin/ruff check gptlib tests benchmarks experiments tools _ext
 	$(VENV)/bin/ruff format --check gptlib tests benchmarks experiments tools _ext
 
-# Library tests: everything in tests/ except the notebook, TOC and site checks, and every
-# docstring example in gptlib/ (--doctest-modules, set in pyproject.toml).
+# Library tests: everything in tests/ except the classroom, notebook, TOC and site checks, and
+# every docstring example in gptlib/ (--doctest-modules, set in pyproject.toml).
 test-lib: setup
 	$(PYTEST) tests gptlib -m "not book" -p no:cacheprovider \
-	  --ignore=tests/test_notebooks.py --ignore=tests/test_toc.py --ignore=tests/test_site.py
+	  --ignore=tests/test_notebooks.py --ignore=tests/test_toc.py --ignore=tests/test_site.py \
+	  --ignore=tests/test_student.py --ignore=tests/test_classroom.py
+
+# The student notebooks (every page rewritten; the exercise pages executed as released and with
+# the book's solutions pasted back) and the nbgrader course graded end to end on a temporary
+# course with its own gradebook: full marks, zero, and one wrong answer. A few minutes.
+test-classroom: setup
+	$(NB_ENV) $(PYTEST) tests/test_student.py tests/test_classroom.py tools/student.py \
+	  tools/classroom.py -q -p no:cacheprovider
 
 test-notebooks: setup
 	$(PYTEST) tests/test_notebooks.py tests/test_toc.py -q -p no:cacheprovider
@@ -178,7 +188,7 @@ chromium:
 # ---------------------------------------------------------------------------------------------
 
 clean:
-	rm -rf _build student .pytest_cache .ruff_cache
+	rm -rf _build student classroom .pytest_cache .ruff_cache
 
 distclean: clean
 	rm -rf $(VENV) node_modules

@@ -285,3 +285,22 @@ def test_a_judge_replaces_the_reference():
 
 def test_summarize_describes_a_model_by_its_size():
     assert summarize(torch.nn.Linear(4, 3)) == "Linear with 15 parameters"
+
+
+def test_a_stub_is_reported_as_not_implemented_yet(capsys):
+    assert check(todo_softmax, CASES, reference=softmax) is False
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("⏳ todo_softmax: not implemented yet")
+    assert "\n" not in out and "case 1" not in out  # one line, no list of failing cases
+    assert run_checks(todo_softmax, CASES, reference=softmax).not_implemented
+
+
+def test_a_function_that_raises_not_implemented_on_some_cases_only_is_listed():
+    def half_done(x):
+        if x.dim() == 1:
+            raise NotImplementedError
+        return softmax(x)
+
+    feedback = run_checks(half_done, CASES, reference=softmax)
+    assert not feedback.not_implemented and not feedback
+    assert "1 of 2 cases failed" in str(feedback) and "not implemented yet" in str(feedback)

@@ -4,12 +4,14 @@ A notebook exercise ends with one line::
 
     check(my_softmax, cases=[(torch.randn(2, 3),), (torch.zeros(4),)], reference=softmax)
 
-:func:`check` runs the student's function on every case (on copies of the inputs, so an in-place
-bug cannot corrupt the reference's input), compares the result with the reference answer, prints
-feedback and returns ``True`` or ``False``. A wrong answer never raises: the feedback names the
-failing case, summarises its inputs, says what differs (type, shape, dtype, which element, by how
-much) and adds a hint. Only a mistake in *calling* ``check`` raises, for example passing
-``my_softmax(x)`` (a tensor) instead of the function ``my_softmax``.
+:func:`check` runs the student's function on every case (on copies of the inputs, so an in-place bug
+cannot corrupt the reference's input), compares the result with the reference answer, prints
+feedback and returns ``True`` or ``False``. A wrong answer never raises: a stub that still raises
+``NotImplementedError`` (the student notebooks of ``make student``) is reported as not implemented
+yet, and otherwise the feedback names the failing case, summarises its inputs, says what differs
+(type, shape, dtype, which element, by how much) and adds a hint. Only a mistake in *calling*
+``check`` raises, for example passing ``my_softmax(x)`` (a tensor) instead of the function
+``my_softmax``.
 
 Each chapter's checkers add the *typical wrong answers* of their exercise as :class:`Mistake`
 objects (a softmax over the wrong dimension, a forgotten bias correction, ...). When a case fails,
@@ -98,11 +100,23 @@ class Feedback:
     def passed(self) -> bool:
         return all(r.problem is None for r in self.results)
 
+    @property
+    def not_implemented(self) -> bool:
+        """Whether the function is still a stub: it raised NotImplementedError on every case."""
+        return bool(self.results) and all(
+            isinstance(r.answer, NotImplementedError) for r in self.results
+        )
+
     def __bool__(self) -> bool:
         return self.passed
 
     def __str__(self) -> str:
         n = len(self.results)
+        if self.not_implemented:
+            return (
+                f"⏳ {self.name}: not implemented yet (your function still raises "
+                "NotImplementedError). Write its body, run its cell, then run this check again."
+            )
         failed = [(i, r) for i, r in enumerate(self.results, 1) if r.problem is not None]
         if not failed:
             return f"✅ {self.name}: all {n} case{'s' if n != 1 else ''} passed."
