@@ -178,7 +178,7 @@ nbval: setup
 
 # Consumes the site that `make book` just built (BOOK_BUILT=1 skips a second build).
 test-site: setup chromium
-	BOOK_BUILT=1 BOOK_CHROMIUM=$(CHROMIUM) $(PYTEST) -m book tests/test_site.py -p no:cacheprovider
+	BOOK_BUILT=1 BOOK_CHROMIUM=$(CHROMIUM) $(PYTEST) -m book tests/test_site.py tests/test_jupyterlab.py -p no:cacheprovider
 
 chromium:
 	@test -x $(CHROMIUM) || { echo "installing Debian's chromium"; \
