@@ -6,9 +6,10 @@ book's rule (STYLE.md, DESIGN.md) is that the layering holds for all of them:
 
     _version, files, device, tokenizer, bpe, corpus, data, ngram, kv_cache, tasks   (foundations)
     -> model, distributed
-    -> generate, checkpoint, pretrained, positions, ablations, lora, finetune, embed, runs
+    -> generate, checkpoint, pretrained, positions, ablations, lora, finetune, embed, quantize,
+       preference, runs
     -> train
-    -> exercises, the command line (__main__) and the package's re-exports (__init__)
+    -> exercises, explorers, the command line (__main__) and the package's re-exports (__init__)
 """
 
 import ast
@@ -41,10 +42,12 @@ LAYERS = [
         "lora",
         "finetune",
         "embed",
+        "quantize",
+        "preference",
         "runs",
     },
     {"train"},
-    {"exercises", "__main__", "__init__"},
+    {"exercises", "explorers", "__main__", "__init__"},
 ]
 
 
@@ -134,3 +137,32 @@ def test_the_graph_reader_sees_known_edges():
 
 def test_nothing_imports_the_command_line():
     assert not [name for name, targets in GRAPH.items() if "__main__" in targets]
+
+
+def test_the_appendix_draws_the_graph_it_computed():
+    """Page 9.4 prints the import graph as Mermaid lines and draws it in a Markdown cell. The
+    drawing is text in the notebook, so it could go stale; it must hold exactly the edges of the
+    printed output (which strict nbval proves is what the page computes from today's source)."""
+    import json
+
+    page = PACKAGE.parent / "chapters" / "09-appendix" / "04-library-structure.ipynb"
+    cells = json.loads(page.read_text(encoding="utf-8"))["cells"]
+    printed = drawn = None
+    for cell in cells:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and 'print("flowchart TD")' in source:
+            texts = [o["text"] for o in cell["outputs"] if "text" in o]
+            printed = "".join("".join(t) if isinstance(t, list) else t for t in texts)
+        if cell["cell_type"] == "markdown" and "```mermaid" in source:
+            drawn = source.split("```mermaid", 1)[1].split("```", 1)[0]
+    assert printed and drawn, "page 9.4 lost its graph cell or its Mermaid drawing"
+
+    def arrows(text):
+        return {line.strip() for line in text.splitlines() if "->" in line or "==>" in line}
+
+    assert arrows(printed), "the printed graph has no edges"
+    missing, extra = arrows(printed) - arrows(drawn), arrows(drawn) - arrows(printed)
+    assert not missing and not extra, (
+        f"the Mermaid drawing on page 9.4 is stale: add {sorted(missing)}, remove "
+        f"{sorted(extra)} (copy the printed lines into the drawing)"
+    )
