@@ -294,6 +294,20 @@ def pairwise_accuracy(rm, pairs, prompts) -> dict:
     )
 
 
+def sample_row(policy: str, prompt: dict, line: dict) -> dict:
+    """One row of feedback-samples.csv: a policy's line for a prompt, its features and scores."""
+    return dict(
+        policy=policy,
+        work=prompt["work"],
+        prompt=prompt["text"],
+        line=line["line"],
+        **line["f"],
+        utility=round(TRUE_USER.utility(line["f"]), 3),
+        rm1=round(line["rm1"], 4),
+        rm2=round(line["rm2"], 4),
+    )
+
+
 def main(n_train: int = N_TRAIN, n_eval: int = N_EVAL, epochs: int = 2) -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -441,29 +455,10 @@ def main(n_train: int = N_TRAIN, n_eval: int = N_EVAL, epochs: int = 2) -> None:
         )
         if "best-of" not in name or f"-{HEADLINE_N}," in name:
             sample_rows += [
-                dict(
-                    policy=name,
-                    work=p["work"],
-                    prompt=p["text"],
-                    line=c["line"],
-                    **c["f"],
-                    utility=round(TRUE_USER.utility(c["f"]), 3),
-                    rm1=round(c["rm1"], 4),
-                    rm2=round(c["rm2"], 4),
-                )
-                for p, c in zip(eval_prompts, lines, strict=True)
+                sample_row(name, p, c) for p, c in zip(eval_prompts, lines, strict=True)
             ]
     sample_rows += [
-        dict(
-            policy="supervised model (reference sample)",
-            work=p["work"],
-            prompt=p["text"],
-            line=c["line"],
-            **c["f"],
-            utility=round(TRUE_USER.utility(c["f"]), 3),
-            rm1=round(c["rm1"], 4),
-            rm2=round(c["rm2"], 4),
-        )
+        sample_row("supervised model (reference sample)", p, c)
         for p, c in zip(eval_prompts, reference, strict=True)
     ]
     write_rows(RESULTS / "feedback-policies.csv", list(rows[0]), rows)

@@ -43,23 +43,13 @@ from urllib.parse import urlparse
 
 import nbformat
 import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.book
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "_build" / "screenshots"
 JUPYTER_LAB = ROOT / ".venv" / "bin" / "jupyter-lab"
-CHROMIUM = Path(os.environ.get("BOOK_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 40_000
 NOTEBOOKS = [
     "chapters/04-math/02-attention.ipynb",

@@ -32,23 +32,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.book
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM = Path(os.environ.get("BOOK_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 60_000
 
 # Console messages that are known upstream noise, not problems of this book.
