@@ -155,6 +155,10 @@ test: setup chromium
 lint: setup
 	$(VENV)/bin/ruff check gptlib tests benchmarks experiments tools _ext
 	$(VENV)/bin/ruff format --check gptlib tests benchmarks experiments tools _ext
+	@# Markdown that reads well in JupyterLab too: no site-only TeX macros, and references to
+	@# other pages carry their title (tools/expand_tex_macros.py, tools/explicit_ref_titles.py).
+	$(PY) tools/expand_tex_macros.py --check
+	$(PY) tools/explicit_ref_titles.py --check
 
 # Library tests: everything in tests/ except the classroom, notebook, TOC and site checks, and
 # every docstring example in gptlib/ (--doctest-modules, set in pyproject.toml).
