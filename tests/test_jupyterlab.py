@@ -43,7 +43,7 @@ from urllib.parse import urlparse
 
 import nbformat
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS
+from browser import chromium_browser
 
 pytestmark = pytest.mark.book
 
@@ -193,14 +193,8 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`make test` does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         yield browser
-        browser.close()
 
 
 def _markdown_cells(path: Path) -> int:

@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS
+from browser import chromium_browser
 
 pytestmark = pytest.mark.book
 
@@ -86,14 +86,8 @@ def server(site):
 
 @pytest.fixture(scope="session")
 def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`make test` does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         yield browser
-        browser.close()
 
 
 class PageLog:

@@ -36,6 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRECTIVES = {"code", "code-block", "code-cell", "sourcecode", "mermaid", "literalinclude"}
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})(.*)$")
+# a one-argument accent or a sub/superscript right before a macro: its expansion needs braces
+ARGUMENT_BEFORE = re.compile(
+    r"(\\(hat|bar|tilde|vec|dot|ddot|check|breve|acute|grave|widehat|widetilde|overline|"
+    r"underline|sqrt|boldsymbol|mathbf|mathrm)|[_^])\s*$"
+)
 INLINE = re.compile(r"(\{([\w:-]+)\})?(`+)(.+?)\3", re.S)  # a role, or inline code
 
 
@@ -138,13 +143,23 @@ def expand_text(text: str, macros: dict[str, str]) -> tuple[str, int]:
     >>> m = {"vq": r"\\mathbf{q}", "softmax": r"\\operatorname{softmax}"}
     >>> expand_text("$\\\\softmax(\\\\vq)$ and `\\\\vq` stays", m)
     ('$\\\\operatorname{softmax}(\\\\mathbf{q})$ and `\\\\vq` stays', 2)
+    >>> expand_text("$\\\\hat\\\\vq + x^\\\\vq$", m)[0]
+    '$\\\\hat{\\\\mathbf{q}} + x^{\\\\mathbf{q}}$'
     """
     pattern = macro_pattern(macros)
     count = 0
 
+    def replacement(m: re.Match) -> str:
+        body = macros[m.group(1)]
+        # After a command or ^/_ that takes one argument (\hat\vx, x^\vq), the macro was that
+        # whole argument; its expansion is several tokens, so it needs braces (\hat{\mathbf{x}}).
+        if ARGUMENT_BEFORE.search(m.string, 0, m.start()):
+            return "{" + body + "}"
+        return body
+
     def sub(segment: str) -> str:
         nonlocal count
-        new, n = pattern.subn(lambda m: macros[m.group(1)], segment)
+        new, n = pattern.subn(replacement, segment)
         count += n
         return new
 
