@@ -2,6 +2,8 @@
 
 * every test runs on one torch thread;
 * ``feedback_of``: run a self-checking exercise and read the feedback it printed;
+* ``browser``: one headless Chromium for the whole session, shared by the site test and the
+  JupyterLab test (playwright's sync API allows one running instance per process);
 * the table of contents: :func:`read_toc` reads ``_toc.yml``, the ``toc_pages`` fixture gives
   the list, and a test that takes a ``toc_page`` argument runs once per page.
 """
@@ -24,6 +26,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from browser import chromium_browser  # tests/browser.py
+
+    with chromium_browser() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -43,7 +43,6 @@ from urllib.parse import urlparse
 
 import nbformat
 import pytest
-from browser import chromium_browser
 
 pytestmark = pytest.mark.book
 
@@ -189,12 +188,6 @@ def lab(tmp_path_factory):
                 # The server is gone; its kernels may not be: the second round kills the group.
             except subprocess.TimeoutExpired:
                 continue
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium_browser() as browser:
-        yield browser
 
 
 def _markdown_cells(path: Path) -> int:

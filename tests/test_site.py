@@ -32,7 +32,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from browser import chromium_browser
 
 pytestmark = pytest.mark.book
 
@@ -82,12 +81,6 @@ def server(site):
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
-
-
-@pytest.fixture(scope="session")
-def browser():
-    with chromium_browser() as browser:
-        yield browser
 
 
 class PageLog:
